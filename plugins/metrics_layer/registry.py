@@ -1,0 +1,193 @@
+"""The metric registry: one YAML file per domain under include/registry/.
+
+Everything else reads it: the build wrapper (which columns a table has), the unified unpivot, the
+expectation-suite coverage test, the catalog and the DAG docs. Loading validates it, so a typo in
+the registry fails loudly at DAG parse time rather than producing a wrong table.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+
+import yaml
+
+from metrics_layer.paths import REGISTRY_DIR
+
+IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+QUALIFIED = re.compile(r"^[a-z_][a-z0-9_]{0,62}\.[a-z_][a-z0-9_]{0,62}$")
+TIERS = ("tier_1", "tier_2", "tier_3")
+STATUSES = ("implemented", "placeholder")
+DIRECTIONS = ("higher_is_better", "lower_is_better", "neutral")
+SQL_TYPES = ("numeric", "integer", "bigint", "text", "date", "boolean")
+METRIC_REQUIRED = ("name", "description", "formula", "unit", "window", "direction", "tier", "status")
+
+
+class RegistryError(ValueError):
+    """The registry is malformed; the message names the file and the entry."""
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str
+    domain: str
+    description: str
+    formula: str
+    unit: str
+    window: str
+    direction: str
+    tier: str
+    owner: str
+    status: str
+    group: str = ""
+    type: str = "numeric"
+    requires: str | None = None
+
+    @property
+    def implemented(self) -> bool:
+        return self.status == "implemented"
+
+
+@dataclass(frozen=True)
+class Domain:
+    name: str
+    table: str
+    owner: str
+    description: str
+    grain: str
+    as_of: str
+    entity_type: str
+    id_column: str
+    id_type: str
+    name_column: str | None
+    dimensions: dict[str, str]
+    sources: tuple[str, ...]
+    states: tuple[str, ...]
+    build_sql: str
+    expectation_suite: str
+    metrics: tuple[Metric, ...]
+    path: Path = field(compare=False)
+
+    @property
+    def implemented(self) -> tuple[Metric, ...]:
+        return tuple(m for m in self.metrics if m.implemented)
+
+    @property
+    def placeholders(self) -> tuple[Metric, ...]:
+        return tuple(m for m in self.metrics if not m.implemented)
+
+    @property
+    def key_columns(self) -> tuple[str, ...]:
+        return ("metric_date", self.id_column)
+
+    @property
+    def descriptive_columns(self) -> tuple[str, ...]:
+        name = (self.name_column,) if self.name_column else ()
+        return name + tuple(self.dimensions)
+
+    @property
+    def built_columns(self) -> tuple[str, ...]:
+        """Columns the build SQL must return, in order: keys, descriptive, implemented metrics."""
+        return self.key_columns + self.descriptive_columns + tuple(m.name for m in self.implemented)
+
+    @property
+    def table_columns(self) -> dict[str, str]:
+        """Every column of entity.<table> with its SQL type (placeholders included)."""
+        cols = {"metric_date": "date", self.id_column: self.id_type}
+        if self.name_column:
+            cols[self.name_column] = "text"
+        cols.update(self.dimensions)
+        cols.update({m.name: m.type for m in self.metrics})
+        return cols
+
+    def metric(self, name: str) -> Metric:
+        for m in self.metrics:
+            if m.name == name:
+                return m
+        raise KeyError(f"{self.name} has no metric {name!r}")
+
+
+def _require(cond: bool, path: Path, where: str, msg: str) -> None:
+    if not cond:
+        raise RegistryError(f"{path.name}: {where}: {msg}")
+
+
+def _ident(value: object, path: Path, where: str) -> str:
+    _require(isinstance(value, str) and bool(IDENTIFIER.match(value)), path, where,
+             f"{value!r} is not a lower-case SQL identifier")
+    return value  # type: ignore[return-value]
+
+
+def load_domain(path: Path) -> Domain:
+    raw = yaml.safe_load(path.read_text())
+    _require(isinstance(raw, dict), path, "file", "must be a mapping")
+    for key in ("domain", "table", "owner", "description", "grain", "as_of", "entity",
+                "sources", "build_sql", "expectation_suite", "metrics"):
+        _require(key in raw, path, "domain", f"missing key {key!r}")
+    name = _ident(raw["domain"], path, "domain")
+    table = _ident(raw["table"], path, "table")
+    ent = raw["entity"]
+    id_column = _ident(ent.get("id_column"), path, "entity.id_column")
+    dims = {_ident(k, path, "entity.dimensions"): v for k, v in (ent.get("dimensions") or {}).items()}
+    for col, typ in dims.items():
+        _require(typ in SQL_TYPES, path, f"dimension {col}", f"type {typ!r} not in {SQL_TYPES}")
+    for src in raw["sources"]:
+        _require(bool(QUALIFIED.match(src)), path, "sources", f"{src!r} is not schema.table")
+    metrics: list[Metric] = []
+    seen: set[str] = set()
+    for i, m in enumerate(raw["metrics"]):
+        where = f"metrics[{i}] {m.get('name', '?')}"
+        for key in METRIC_REQUIRED:
+            _require(m.get(key) not in (None, ""), path, where, f"missing {key!r}")
+        mname = _ident(m["name"], path, where)
+        _require(mname not in seen, path, where, "duplicate metric name")
+        seen.add(mname)
+        _require(m["tier"] in TIERS, path, where, f"tier must be one of {TIERS}")
+        _require(m["status"] in STATUSES, path, where, f"status must be one of {STATUSES}")
+        _require(m["direction"] in DIRECTIONS, path, where, f"direction must be one of {DIRECTIONS}")
+        mtype = m.get("type", "numeric")
+        _require(mtype in SQL_TYPES, path, where, f"type {mtype!r} not in {SQL_TYPES}")
+        if m["status"] == "placeholder":
+            _require(bool(m.get("requires")), path, where, "a placeholder must say what it requires")
+        metrics.append(Metric(
+            name=mname, domain=name, description=str(m["description"]).strip(),
+            formula=str(m["formula"]).strip(), unit=_ident(m["unit"], path, where + " unit"),
+            window=str(m["window"]),
+            direction=m["direction"], tier=m["tier"], owner=m.get("owner", raw["owner"]),
+            status=m["status"], group=m.get("group", ""), type=mtype, requires=m.get("requires"),
+        ))
+    clash = seen & ({"metric_date", id_column, ent.get("name_column")} | set(dims))
+    _require(not clash, path, "metrics", f"metric names clash with key columns: {sorted(clash)}")
+    return Domain(
+        name=name, table=table, owner=raw["owner"], description=raw["description"].strip(),
+        grain=raw["grain"], as_of=raw["as_of"].strip(), entity_type=ent.get("type", id_column),
+        id_column=id_column, id_type=ent.get("id_type", "bigint"),
+        name_column=_ident(ent["name_column"], path, "entity.name_column")
+        if ent.get("name_column") else None,
+        dimensions=dims, sources=tuple(raw["sources"]), states=tuple(raw.get("states") or ()),
+        build_sql=raw["build_sql"], expectation_suite=raw["expectation_suite"],
+        metrics=tuple(metrics), path=path,
+    )
+
+
+@cache
+def load_registry(directory: Path = REGISTRY_DIR) -> dict[str, Domain]:
+    """All domains, keyed by domain name, in file-name order."""
+    domains: dict[str, Domain] = {}
+    tables: set[str] = set()
+    for path in sorted(directory.glob("*.yaml")):
+        d = load_domain(path)
+        if d.name in domains or d.table in tables:
+            raise RegistryError(f"{path.name}: domain {d.name!r} or table {d.table!r} defined twice")
+        domains[d.name] = d
+        tables.add(d.table)
+    return domains
+
+
+def domain_by_table(table: str) -> Domain:
+    for d in load_registry().values():
+        if d.table == table:
+            return d
+    raise KeyError(f"no registry domain has table {table!r}")

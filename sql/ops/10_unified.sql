@@ -1,0 +1,17 @@
+-- entity.metrics_unified_domains: every implemented metric of every domain in long format.
+-- Grain: one row per metric_date, domain, entity and metric with a non-null value.
+-- Rebuilt by the fan-in DAG metrics_unified from the domain tables and the metric registry.
+create table if not exists entity.metrics_unified_domains (
+    metric_date date not null,
+    domain text not null,           -- customer_success | sales | product | marketing
+    entity_type text not null,      -- customer, sales_rep, product, ...
+    entity_id text not null,        -- the domain table's key, as text
+    entity_name text,
+    metric_name text not null,
+    metric_value numeric not null,
+    importance_tier text not null,  -- tier_1 | tier_2 | tier_3 (from the registry)
+    unit text not null,
+    primary key (metric_date, domain, entity_id, metric_name)
+);
+create index if not exists metrics_unified_domains_metric_idx
+on entity.metrics_unified_domains (domain, metric_name, metric_date);

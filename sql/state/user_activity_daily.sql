@@ -1,0 +1,63 @@
+-- State: metrics_state.user_activity_daily for the days in the bind parameter `days`.
+-- Grain: one row per user per UTC day with at least one product event or session.
+-- Sources: raw.product_events, raw.product_sessions, raw.users.
+-- The caller deletes the same days first, in the same transaction.
+insert into metrics_state.user_activity_daily (
+    activity_date, user_id, customer_id, events, sessions, desktop_sessions, mobile_sessions,
+    session_seconds, feature_ids
+)
+
+with
+
+events as (
+    select
+        user_id,
+        occurred_at::date as activity_date,
+        count(*) as events,
+        coalesce(
+            array_agg(distinct feature_id) filter (where feature_id is not null), '{}'
+        ) as feature_ids
+    from {{ source_schema }}.product_events
+    -- the range predicate lets the index on occurred_at prune; the day list keeps gaps out
+    where
+        occurred_at >= {{ param('first_day') }}::date
+        and occurred_at < {{ param('last_day') }}::date + 1
+        and occurred_at::date = any({{ param('days') }}::date[])
+    group by user_id, occurred_at::date
+),
+
+sessions as (
+    select
+        user_id,
+        started_at::date as activity_date,
+        count(*) as sessions,
+        count(*) filter (where platform = 'desktop') as desktop_sessions,
+        count(*) filter (where platform = 'mobile') as mobile_sessions,
+        sum(duration_seconds) as session_seconds
+    from {{ source_schema }}.product_sessions
+    where
+        started_at >= {{ param('first_day') }}::date
+        and started_at < {{ param('last_day') }}::date + 1
+        and started_at::date = any({{ param('days') }}::date[])
+    group by user_id, started_at::date
+),
+
+final as (
+    select
+        coalesce(events.activity_date, sessions.activity_date) as activity_date,
+        coalesce(events.user_id, sessions.user_id) as user_id,
+        users.customer_id,
+        coalesce(events.events, 0) as events,
+        coalesce(sessions.sessions, 0) as sessions,
+        coalesce(sessions.desktop_sessions, 0) as desktop_sessions,
+        coalesce(sessions.mobile_sessions, 0) as mobile_sessions,
+        coalesce(sessions.session_seconds, 0) as session_seconds,
+        coalesce(events.feature_ids, '{}') as feature_ids
+    from events
+    full outer join sessions
+        on events.user_id = sessions.user_id and events.activity_date = sessions.activity_date
+    left join {{ source_schema }}.users
+        on coalesce(events.user_id, sessions.user_id) = users.user_id
+)
+
+select * from final

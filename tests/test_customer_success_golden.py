@@ -1,0 +1,123 @@
+"""Golden tests: every customer-success metric on a tiny hand-built fixture
+(tests/fixtures/customer_success_golden.sql), expected values worked out by hand below."""
+
+from __future__ import annotations
+
+from datetime import date
+from decimal import Decimal
+
+from helpers import load_fixture, rows_by_key, table_dump
+
+from metrics_layer import pipeline
+from metrics_layer.registry import load_registry
+
+CS = load_registry()["customer_success"]
+D = date(2026, 3, 10)
+TABLE = "entity.metrics_customer_success"
+
+# Alpha (1): seats 101, 102, 103 (104 deactivated 02-20, 105 created after D).
+#   MAU: 101, 102, 104 active in [02-08, 03-10) -> 3. Activation 2/3.
+#   Engagement: active days 3, 1, 0 -> mean(10, 3.333, 0) = 4.44.
+#   Features in window: 1, 4, 2 -> 3; core released before D: 1, 2 -> both used -> 1.0.
+#   Tickets opened in window: #1, #2 -> 2; resolved by D: #1 -> 0.5.
+#   Resolution hours over tickets resolved in window: #1 10 h, #3 480 h -> 245.
+#   Devices: only #1 reported in [03-03, 03-10) -> 1, latest health 90.
+#   Volume [02-08, 03-10): 100 + 200 + 300 + 50 = 650.
+#   MRR: 800 now (downgrade 03-01), 1000 on 02-10 -> contraction 20.
+#   Health = 0.35*100 + 0.25*100 + 0.20*50 + 0.20*90 = 88.
+#   Churn = 0.7*(100-88) + 0.3*20 = 14.4.
+#   Success = 0.5*88 + 0.25*4.444 + 0.25*66.667 = 61.78.
+ALPHA = {
+    "customer_name": "Alpha Corp", "segment": "enterprise", "plan": "enterprise",
+    "customer_health_score": Decimal("88.00"), "churn_risk_score": Decimal("14.40"),
+    "composite_success_score": Decimal("61.78"), "monthly_active_users": 3,
+    "user_activation_rate": Decimal("0.6667"), "avg_engagement_score": Decimal("4.44"),
+    "features_adopted": 3, "core_feature_adoption_rate": Decimal("1.0000"),
+    "support_tickets_30d": 2, "ticket_resolution_rate": Decimal("0.5000"),
+    "avg_ticket_resolution_hours": Decimal("245.00"), "active_device_count": 1,
+    "avg_device_health_score": Decimal("90.00"), "volume_processed_30d": 650,
+    "current_mrr": Decimal("800.00"), "previous_month_mrr": Decimal("1000.00"),
+}
+# Beta (2): no seats, tickets or devices: every ratio with a zero denominator is NULL; the only
+#   health component is adoption = 0 of 2 core features -> health 0. MRR flat at 99.50 ->
+#   contraction 0 -> churn = 0.7*100 + 0.3*0 = 70. Success = health only -> 0.
+BETA = {
+    "customer_name": "Beta O'Neil & Søn", "segment": "smb", "plan": "starter",
+    "customer_health_score": Decimal("0.00"), "churn_risk_score": Decimal("70.00"),
+    "composite_success_score": Decimal("0.00"), "monthly_active_users": 0,
+    "user_activation_rate": None, "avg_engagement_score": None, "features_adopted": 0,
+    "core_feature_adoption_rate": Decimal("0.0000"), "support_tickets_30d": 0,
+    "ticket_resolution_rate": None, "avg_ticket_resolution_hours": None,
+    "active_device_count": 0, "avg_device_health_score": None, "volume_processed_30d": 0,
+    "current_mrr": Decimal("99.50"), "previous_month_mrr": Decimal("99.50"),
+}
+# Epsilon (5): one seat (501, activated), active on 03-01 using core feature 1; no subscription
+#   -> current_mrr 0 and previous NULL, so churn has no contraction component.
+#   Engagement component 100 (1 of 1 seat), adoption 1 of 2 core = 50:
+#   health = (0.35*100 + 0.25*50) / 0.6 = 79.17; churn = 100 - 79.17 = 20.83;
+#   success = 0.5*79.17 + 0.25*3.33 + 0.25*100 = 65.42.
+EPSILON = {
+    "customer_name": "Epsilon", "segment": "mid_market", "plan": "growth",
+    "customer_health_score": Decimal("79.17"), "churn_risk_score": Decimal("20.83"),
+    "composite_success_score": Decimal("65.42"), "monthly_active_users": 1,
+    "user_activation_rate": Decimal("1.0000"), "avg_engagement_score": Decimal("3.33"),
+    "features_adopted": 1, "core_feature_adoption_rate": Decimal("0.5000"),
+    "support_tickets_30d": 0, "ticket_resolution_rate": None, "avg_ticket_resolution_hours": None,
+    "active_device_count": 0, "avg_device_health_score": None, "volume_processed_30d": 0,
+    "current_mrr": Decimal("0.00"), "previous_month_mrr": None,
+}
+
+
+def _build(conn, metric_date=D):
+    pipeline.refresh_domain(conn, CS, metric_date, run_id="golden")
+    return rows_by_key(conn, TABLE, metric_date, "customer_id")
+
+
+def test_every_metric_matches_hand_computed_values(conn):
+    load_fixture(conn, "customer_success_golden.sql")
+    rows = _build(conn)
+    # Gamma churned on 03-05, Delta signs up at noon on D: neither is active as of 00:00 on D
+    assert sorted(rows) == [1, 2, 5]
+    for cid, expected in ((1, ALPHA), (2, BETA), (5, EPSILON)):
+        got = {k: rows[cid][k] for k in expected}
+        assert got == expected, f"customer {cid}"
+
+
+def test_placeholders_exist_as_null_columns(conn):
+    load_fixture(conn, "customer_success_golden.sql")
+    rows = _build(conn)
+    names = [m.name for m in CS.placeholders]
+    assert names == ["nps_score", "csat_score", "time_to_value_days", "expansion_potential_score"]
+    assert all(rows[cid][n] is None for cid in rows for n in names)
+
+
+def test_a_date_with_no_released_feature_gives_null_scores(conn):
+    load_fixture(conn, "customer_success_golden.sql")
+    # On 2024-12-01 only Epsilon exists, without seats (501 arrives 12-15), and no feature is
+    # released yet: every component of health has a zero denominator -> NULL, not 0.
+    rows = _build(conn, date(2024, 12, 1))
+    assert list(rows) == [5]
+    e = rows[5]
+    assert e["core_feature_adoption_rate"] is None
+    assert (e["customer_health_score"], e["churn_risk_score"], e["composite_success_score"]) == (None, None, None)
+    assert (e["current_mrr"], e["previous_month_mrr"], e["monthly_active_users"]) == (Decimal("0.00"), None, 0)
+
+
+def test_state_keeps_unknown_users_without_a_customer(conn):
+    load_fixture(conn, "customer_success_golden.sql")
+    _build(conn)
+    row = conn.execute("select customer_id, events, sessions from metrics_state.user_activity_daily "
+                       "where user_id = 999").fetchone()
+    assert row == (None, 1, 1)
+    # 30 days of state were built for D, and rebuilding D only redoes the lookback day
+    assert conn.execute("select count(*) from metrics_ops.state_days").fetchone()[0] == 30
+    assert pipeline.refresh_state(conn, "user_activity_daily", D) == [date(2026, 3, 9)]
+
+
+def test_rerunning_a_date_gives_identical_rows(conn):
+    load_fixture(conn, "customer_success_golden.sql")
+    _build(conn)
+    first = table_dump(conn, TABLE)
+    _build(conn, date(2026, 3, 9))
+    _build(conn)
+    assert [r for r in table_dump(conn, TABLE) if "2026-03-10" in r[0]] == first

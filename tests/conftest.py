@@ -15,7 +15,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-TEST_HOME = ROOT / ".local" / "test"
+# METRICS_TEST_DB lets two test sessions run side by side (each its own database and Airflow home)
+TEST_DB = os.environ.get("METRICS_TEST_DB", "metrics_test")
+TEST_HOME = ROOT / ".local" / "test" / TEST_DB
 (TEST_HOME / "airflow").mkdir(parents=True, exist_ok=True)
 os.environ.update({
     "AIRFLOW_HOME": str(TEST_HOME / "airflow"),
@@ -32,7 +34,6 @@ import pytest  # noqa: E402
 
 from metrics_layer import local  # noqa: E402
 
-TEST_DB = "metrics_test"
 LAYER_SCHEMAS = ("raw", "entity", "metrics_staging", "metrics_state", "metrics_ops")
 
 

@@ -7,7 +7,6 @@ from datetime import date
 from decimal import Decimal
 
 from helpers import load_fixture, rows_by_key, table_dump
-
 from metrics_layer import pipeline
 from metrics_layer.registry import load_registry
 

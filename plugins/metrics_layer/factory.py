@@ -113,9 +113,9 @@ def domain_dag(domain_name: str, doc_md: str = "") -> DAG:
 
             conn = pipeline.connect(WAREHOUSE_CONN_ID)
             d = date.fromisoformat(ds)
-            rebuilt = {s: [str(x) for x in pipeline.refresh_state(conn, s, d, params["lookback_days"])]
-                       for s in domain.states}
-            return rebuilt
+            return {s: [str(x) for x in pipeline.refresh_state(
+                        conn, s, d, params["lookback_days"], domain.state_window_days)]
+                    for s in domain.states}
 
         @task
         @_fail_fast

@@ -29,19 +29,24 @@ UNIFIED_TABLE = "metrics_unified_domains"
 
 @dataclass(frozen=True)
 class StateSpec:
+    """A compact daily state: sql/state/<name>/table.sql creates metrics_state.<name> (with an
+    `activity_date` column), sql/state/<name>/build.sql inserts the rows of the days in the bind
+    parameter `days` (the caller deletes those days first, in the same transaction)."""
+
     name: str
-    table: str
-    date_column: str
-    sql: str
+
+    @property
+    def table(self) -> str:
+        return f"metrics_state.{self.name}"
+
+    @property
+    def sql(self) -> str:
+        return f"state/{self.name}/build.sql"
 
 
-STATES = {
-    "user_activity_daily": StateSpec(
-        "user_activity_daily", "metrics_state.user_activity_daily", "activity_date",
-        "state/user_activity_daily.sql",
-    ),
-}
-STATE_WINDOW_DAYS = 30
+def states() -> dict[str, StateSpec]:
+    return {p.name: StateSpec(p.name) for p in sorted((SQL_DIR / "state").iterdir())
+            if (p / "build.sql").exists()}
 
 
 def connect(conn_id: str = "metrics_warehouse"):
@@ -77,7 +82,7 @@ def ensure_schema(conn) -> None:
     """Create the layer's schemas, bookkeeping, state and every registry table (idempotent)."""
     with conn.transaction(), conn.cursor() as cur:
         cur.execute("select pg_advisory_xact_lock(hashtext('metrics_layer:ddl'))")
-        for path in sorted((SQL_DIR / "ops").glob("*.sql")):
+        for path in sorted((SQL_DIR / "ops").glob("*.sql")) + sorted((SQL_DIR / "state").glob("*/table.sql")):
             cur.execute(path.read_text())
         for domain in load_registry().values():
             for schema in (ENTITY_SCHEMA, STAGING_SCHEMA):
@@ -122,10 +127,10 @@ def _source_name(qualified: str) -> str:
 # ---------------------------------------------------------------------------- state
 
 def refresh_state(conn, state: str, metric_date: date, lookback_days: int = 1,
-                  window_days: int = STATE_WINDOW_DAYS) -> list[date]:
+                  window_days: int = 30) -> list[date]:
     """Make sure the state has every day of [D - window, D); rebuild days missing from it and
     the last `lookback_days` days (late data). Returns the days rebuilt."""
-    spec = STATES[state]
+    spec = states()[state]
     window = [metric_date - timedelta(days=i) for i in range(window_days, 0, -1)]
     with conn.transaction(), conn.cursor() as cur:
         _utc(cur)
@@ -142,7 +147,7 @@ def refresh_state(conn, state: str, metric_date: date, lookback_days: int = 1,
         if not days:
             return []
         started = time.monotonic()
-        cur.execute(f"delete from {spec.table} where {spec.date_column} = any(%s)", (days,))  # noqa: S608
+        cur.execute(f"delete from {spec.table} where activity_date = any(%s)", (days,))  # noqa: S608
         cur.execute(sqlrender.render(spec.sql),
                     {"days": days, "first_day": days[0], "last_day": days[-1]})
         rows = cur.rowcount
@@ -238,7 +243,7 @@ def refresh_domain(conn, domain: Domain, metric_date: date, run_id: str | None =
     ensure_schema(conn)
     check_sources(conn, domain)
     for state in domain.states:
-        refresh_state(conn, state, metric_date, lookback_days)
+        refresh_state(conn, state, metric_date, lookback_days, domain.state_window_days)
     build_staging(conn, domain, metric_date)
     return publish(conn, domain, metric_date, run_id)
 

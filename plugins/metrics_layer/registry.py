@@ -65,6 +65,7 @@ class Domain:
     dimensions: dict[str, str]
     sources: tuple[str, ...]
     states: tuple[str, ...]
+    state_window_days: int
     build_sql: str
     expectation_suite: str
     metrics: tuple[Metric, ...]
@@ -167,6 +168,7 @@ def load_domain(path: Path) -> Domain:
         name_column=_ident(ent["name_column"], path, "entity.name_column")
         if ent.get("name_column") else None,
         dimensions=dims, sources=tuple(raw["sources"]), states=tuple(raw.get("states") or ()),
+        state_window_days=int(raw.get("state_window_days", 30)),
         build_sql=raw["build_sql"], expectation_suite=raw["expectation_suite"],
         metrics=tuple(metrics), path=path,
     )

@@ -22,6 +22,7 @@ TIERS = ("tier_1", "tier_2", "tier_3")
 STATUSES = ("implemented", "placeholder")
 DIRECTIONS = ("higher_is_better", "lower_is_better", "neutral")
 SQL_TYPES = ("numeric", "integer", "bigint", "text", "date", "boolean")
+NUMERIC_TYPES = ("numeric", "integer", "bigint")
 METRIC_REQUIRED = ("name", "description", "formula", "unit", "window", "direction", "tier", "status")
 
 
@@ -49,6 +50,12 @@ class Metric:
     def implemented(self) -> bool:
         return self.status == "implemented"
 
+    @property
+    def numeric(self) -> bool:
+        """Numeric metrics go into metrics_unified_domains.metric_value; text metrics (e.g. a
+        top channel's name) stay in the domain table only."""
+        return self.type in NUMERIC_TYPES
+
 
 @dataclass(frozen=True)
 class Domain:
@@ -74,6 +81,11 @@ class Domain:
     @property
     def implemented(self) -> tuple[Metric, ...]:
         return tuple(m for m in self.metrics if m.implemented)
+
+    @property
+    def unified(self) -> tuple[Metric, ...]:
+        """Metrics unpivoted into metrics_unified_domains: implemented and numeric."""
+        return tuple(m for m in self.metrics if m.implemented and m.numeric)
 
     @property
     def placeholders(self) -> tuple[Metric, ...]:

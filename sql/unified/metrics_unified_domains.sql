@@ -1,6 +1,7 @@
 -- entity.metrics_unified_domains for the metric_dates in the bind parameter `dates`.
 -- Grain: one row per metric_date, domain, entity and implemented metric with a non-null value.
--- Generated from the metric registry: one branch per domain, one VALUES row per metric, so a
+-- Generated from the metric registry: one branch per domain, one VALUES row per implemented
+-- numeric metric, so a
 -- metric added to the registry (and its table) appears here with no edit to this file.
 insert into entity.metrics_unified_domains (
     metric_date, domain, entity_type, entity_id, entity_name, metric_name, metric_value,
@@ -21,7 +22,7 @@ select
 from entity.{{ d.table }} as t
 cross join lateral (
     values
-    {% for m in d.implemented %}
+    {% for m in d.unified %}
         ('{{ m.name }}', t.{{ m.name }}::numeric, '{{ m.tier }}', '{{ m.unit }}'){% if not loop.last %},{% endif %}
     {% endfor %}
 ) as m (metric_name, metric_value, importance_tier, unit)

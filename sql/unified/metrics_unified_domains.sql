@@ -1,8 +1,8 @@
 -- entity.metrics_unified_domains for the metric_dates in the bind parameter `dates`.
 -- Grain: one row per metric_date, domain, entity and implemented metric with a non-null value.
 -- Generated from the metric registry: one branch per domain, one VALUES row per implemented
--- numeric metric, so a
--- metric added to the registry (and its table) appears here with no edit to this file.
+-- numeric metric, so a metric added to the registry (and its table) appears here with no edit
+-- to this file.
 insert into entity.metrics_unified_domains (
     metric_date, domain, entity_type, entity_id, entity_name, metric_name, metric_value,
     importance_tier, unit

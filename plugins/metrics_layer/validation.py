@@ -75,17 +75,17 @@ def _describe_failure(res) -> Failure:
     r = res.result or {}
     parts = []
     if "observed_value" in r:
-        parts.append(f"observed {r['observed_value']!r}")
+        parts.append(f"observed {r['observed_value']}")
     if r.get("unexpected_count"):
         parts.append(f"{r['unexpected_count']} of {r.get('element_count', '?')} rows unexpected")
     sample = r.get("partial_unexpected_list") or []
     if sample:
-        parts.append(f"e.g. {sample[:5]!r}")
+        parts.append("e.g. " + ", ".join(str(v) for v in sample[:5]))
     if res.exception_info and res.exception_info.get("raised_exception"):
         parts.append(f"error: {res.exception_info.get('exception_message')}")
     expected = {k: v for k, v in kwargs.items() if k not in ("result_format",)}
     if expected:
-        parts.append(f"expected {expected}")
+        parts.append("expected " + ", ".join(f"{k}={v}" for k, v in expected.items()))
     return Failure(cfg.type, column, "; ".join(parts) or "failed")
 
 

@@ -1,0 +1,73 @@
+"""Bad input gets a clear message, never a silent wrong number, and never touches published data."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import pytest
+
+from helpers import load_fixture, table_dump
+from metrics_layer import pipeline, validation
+from metrics_layer.errors import BuildError, SourceContractError
+from metrics_layer.registry import load_registry
+
+CS = load_registry()["customer_success"]
+D = date(2026, 3, 10)
+
+
+@pytest.fixture
+def golden(conn):
+    load_fixture(conn, "customer_success_golden.sql")
+    pipeline.ensure_schema(conn)
+    return conn
+
+
+def test_missing_and_empty_sources_are_named(golden):
+    golden.execute("drop table raw.devices cascade")
+    golden.execute("drop table raw.device_telemetry")
+    with pytest.raises(SourceContractError, match=r"missing: raw\.device_telemetry, raw\.devices\. "
+                                                  r"The source contract is in docs/sources\.md"):
+        pipeline.check_sources(golden, CS)
+    golden.execute("create table raw.devices (device_id bigint, customer_id bigint, device_type text, "
+                   "registered_at timestamptz, decommissioned_at timestamptz)")
+    golden.execute("create table raw.device_telemetry (device_id bigint, reading_date date, "
+                   "health_score numeric, volume_processed bigint)")
+    with pytest.raises(SourceContractError, match=r"empty: raw\.devices, raw\.device_telemetry"):
+        pipeline.check_sources(golden, CS)
+
+
+def test_duplicated_customers_fail_the_build_with_the_key(golden):
+    golden.execute("alter table raw.customers drop constraint customers_pkey cascade")
+    golden.execute("insert into raw.customers select * from raw.customers where customer_id = 2")
+    pipeline.refresh_state(golden, "user_activity_daily", D)
+    with pytest.raises(BuildError, match=r"duplicate keys \(metric_date, customer_id\): "
+                                         r"Key \(metric_date, customer_id\)=\(2026-03-10, 2\)"):
+        pipeline.build_staging(golden, CS, D)
+
+
+def test_an_empty_day_is_an_error_not_an_empty_table(golden):
+    # nobody is a customer yet on 2020-01-01
+    with pytest.raises(BuildError, match="2020-01-01: the build produced no rows"):
+        pipeline.build_staging(golden, CS, date(2020, 1, 1))
+
+
+def test_a_failed_validation_leaves_the_published_day_in_place(golden):
+    pipeline.refresh_domain(golden, CS, D)
+    published = table_dump(golden, "entity.metrics_customer_success")
+    golden.execute("alter table raw.subscriptions drop constraint subscriptions_mrr_check")
+    golden.execute("insert into raw.subscriptions values (99, 2, 'refund', -500, '2026-03-01', null)")
+    pipeline.build_staging(golden, CS, D)
+    summary = validation.validate_day(CS, D, pipeline.STAGING_SCHEMA)
+    assert not summary.success
+    assert [(f.expectation, f.column) for f in summary.failures] == [
+        ("expect_column_values_to_be_between", "current_mrr")]
+    assert "1 of 3 rows unexpected" in summary.failures[0].detail
+    assert summary.failures[0].detail == "1 of 3 rows unexpected; e.g. -400.50; expected min_value=0.0"
+    assert table_dump(golden, "entity.metrics_customer_success") == published
+
+
+def test_negative_values_break_the_source_contract_where_it_is_enforced(golden):
+    import psycopg
+
+    with pytest.raises(psycopg.errors.CheckViolation, match="subscriptions_mrr_check"):
+        golden.execute("insert into raw.subscriptions values (98, 2, 'x', -1, '2026-03-01', null)")

@@ -45,6 +45,9 @@ seed: venv ## make seed SCALE=<number> DAYS=<n> [SEED=<int>]: load synthetic sou
 warehouse: venv ## start the embedded warehouse and print how to connect
 	$(BIN)/python -m metrics_layer.cli warehouse
 
+catalog: venv ## regenerate docs/metrics.md from the registry
+	$(BIN)/python -m metrics_layer.cli catalog
+
 constraints: venv
 	$(BIN)/pip freeze --exclude-editable > constraints.txt
 

@@ -119,6 +119,13 @@ def cmd_demo(args) -> None:
     print(f"\ndemo finished in {time.monotonic() - started:.0f}s")
 
 
+def cmd_catalog(_args) -> None:
+    from metrics_layer import catalog
+
+    catalog.write_markdown()
+    print(f"wrote {catalog.CATALOG_MD}")
+
+
 def main(argv: list[str] | None = None) -> None:
     local.apply_airflow_env()
     if os.environ.get(local.WAREHOUSE_ENV):
@@ -139,8 +146,10 @@ def main(argv: list[str] | None = None) -> None:
     m.add_argument("--days", type=int, default=60)
     m.add_argument("--seed", type=int, default=42)
     m.add_argument("--runs", type=int, default=7, help="number of metric_dates through today")
+    sub.add_parser("catalog", help="regenerate docs/metrics.md from the registry")
     args = p.parse_args(argv)
-    {"warehouse": cmd_warehouse, "seed": cmd_seed, "dag": cmd_dag, "demo": cmd_demo}[args.cmd](args)
+    {"warehouse": cmd_warehouse, "seed": cmd_seed, "dag": cmd_dag, "demo": cmd_demo,
+     "catalog": cmd_catalog}[args.cmd](args)
 
 
 if __name__ == "__main__":

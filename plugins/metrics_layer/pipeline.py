@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 from datetime import date, timedelta
 
-from metrics_layer import sqlrender
+from metrics_layer import catalog, sqlrender
 from metrics_layer.errors import BuildError, SourceContractError
 from metrics_layer.paths import SQL_DIR
 from metrics_layer.registry import Domain, load_registry
@@ -79,7 +79,8 @@ def _create_table_sql(schema: str, domain: Domain) -> list[str]:
 
 
 def ensure_schema(conn) -> None:
-    """Create the layer's schemas, bookkeeping, state and every registry table (idempotent)."""
+    """Create the layer's schemas, bookkeeping, state and every registry table, and refresh
+    entity.metrics_catalog from the registry (idempotent, one transaction)."""
     with conn.transaction(), conn.cursor() as cur:
         cur.execute("select pg_advisory_xact_lock(hashtext('metrics_layer:ddl'))")
         for path in sorted((SQL_DIR / "ops").glob("*.sql")) + sorted((SQL_DIR / "state").glob("*/table.sql")):
@@ -88,6 +89,7 @@ def ensure_schema(conn) -> None:
             for schema in (ENTITY_SCHEMA, STAGING_SCHEMA):
                 for stmt in _create_table_sql(schema, domain):
                     cur.execute(stmt)
+        catalog.sync_catalog(cur)
 
 
 # ---------------------------------------------------------------------------- sources

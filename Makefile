@@ -48,6 +48,9 @@ warehouse: venv ## start the embedded warehouse and print how to connect
 catalog: venv ## regenerate docs/metrics.md from the registry
 	$(BIN)/python -m metrics_layer.cli catalog
 
+bench: venv ## benchmark the daily run: make bench SCALE=1 DAYS=60 (appends to bench/RESULTS.md)
+	$(BIN)/python bench/bench_daily.py --scale $(SCALE) --days $(DAYS)
+
 constraints: venv
 	$(BIN)/pip freeze --exclude-editable > constraints.txt
 

@@ -71,3 +71,22 @@ def test_negative_values_break_the_source_contract_where_it_is_enforced(golden):
 
     with pytest.raises(psycopg.errors.CheckViolation, match="subscriptions_mrr_check"):
         golden.execute("insert into raw.subscriptions values (98, 2, 'x', -1, '2026-03-01', null)")
+
+
+def test_a_day_left_in_staging_does_not_block_other_days(golden):
+    # 03-09 fails validation (say) and stays staged; 03-10 still builds and publishes
+    pipeline.refresh_state(golden, "user_activity_daily", D)
+    pipeline.build_staging(golden, CS, date(2026, 3, 9))
+    assert pipeline.build_staging(golden, CS, D) == 3
+    assert pipeline.publish(golden, CS, D) == 3
+    staged = golden.execute("select distinct metric_date from metrics_staging.metrics_customer_success")
+    assert staged.fetchall() == [(date(2026, 3, 9),)]
+
+
+def test_the_fan_in_skips_a_domain_whose_table_was_never_built(golden):
+    pipeline.refresh_domain(golden, CS, D)
+    others = [d.table for d in load_registry().values() if d.name != "customer_success"]
+    for table in others:
+        golden.execute(f"drop table entity.{table}")
+    rows = pipeline.build_unified(golden, [D])
+    assert rows == golden.execute("select count(*) from entity.metrics_unified_domains").fetchone()[0] > 0

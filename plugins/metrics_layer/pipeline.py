@@ -187,9 +187,12 @@ def build_staging(conn, domain: Domain, metric_date: date) -> int:
                 {"metric_date": metric_date},
             )
             rows = cur.rowcount
-            cur.execute(f"select count(*) from {target} where metric_date <> %s", (metric_date,))  # noqa: S608
-            if rows and cur.fetchone()[0]:
-                raise BuildError(f"{domain.table}: the build query returned rows for another metric_date")
+            # every inserted row must be for this date (other staged dates may legitimately exist:
+            # a day that failed validation, or another run between build and publish)
+            cur.execute(f"select count(*) from {target} where metric_date = %s", (metric_date,))  # noqa: S608
+            if cur.fetchone()[0] != rows:
+                raise BuildError(f"{domain.table}: the build query returned rows for a metric_date "
+                                 f"other than {metric_date}")
     except psycopg.errors.UniqueViolation as exc:
         raise BuildError(
             f"{domain.table} for {metric_date}: the build produced duplicate keys "
@@ -277,9 +280,13 @@ def build_unified(conn, dates: list[date], run_id: str | None = None) -> int:
     implemented metric of every domain whose table exists. Returns rows written."""
     if not dates:
         return 0
-    domains = list(load_registry().values())
     with conn.transaction(), conn.cursor() as cur:
         cur.execute("select pg_advisory_xact_lock(hashtext('metrics_layer:unified'))")
+        # a domain added to the registry but never built yet has no table: nothing to unpivot
+        cur.execute("select t from unnest(%s::text[]) as t where to_regclass('entity.' || t) is not null",
+                    ([d.table for d in load_registry().values()],))
+        existing = {r[0] for r in cur.fetchall()}
+        domains = [d for d in load_registry().values() if d.table in existing]
         cur.execute(f"delete from {ENTITY_SCHEMA}.{UNIFIED_TABLE} where metric_date = any(%s)",  # noqa: S608
                     (dates,))
         sql = sqlrender.render("unified/metrics_unified_domains.sql", domains=domains)

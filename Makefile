@@ -8,6 +8,8 @@ STAMP := $(VENV)/.installed
 SCALE ?= 1
 DAYS ?= 60
 SEED ?= 42
+# tests that exercise the SQL itself; `make test` runs them on every PostgreSQL the wheel ships
+SQL_TESTS = $(wildcard tests/test_*_golden.py) tests/test_bad_input.py tests/test_registry.py tests/test_seed.py
 
 export PYTHONPATH := $(CURDIR)/plugins
 export AIRFLOW_HOME ?= $(CURDIR)/.local/airflow
@@ -28,8 +30,9 @@ venv: $(STAMP)
 demo: venv ## seed the embedded warehouse, run every domain DAG for 7 days, then the fan-in
 	$(BIN)/python -m metrics_layer.cli demo --scale $(SCALE) --days $(DAYS) --seed $(SEED)
 
-test: venv ## the whole test suite against the embedded PostgreSQL
+test: venv ## the whole test suite on the embedded PostgreSQL 18, then the SQL-level tests on 16
 	$(BIN)/python -m pytest
+	METRICS_TEST_PG_VERSION=16 $(BIN)/python -m pytest -q $(SQL_TESTS)
 
 lint: venv ## ruff (with Airflow's AIR rules) and sqlfluff
 	$(BIN)/ruff check dags plugins tests bench

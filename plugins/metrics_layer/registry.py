@@ -77,6 +77,7 @@ class Domain:
     expectation_suite: str
     metrics: tuple[Metric, ...]
     path: Path = field(compare=False)
+    headline: dict[str, str] = field(default_factory=dict, compare=False)
 
     @property
     def implemented(self) -> tuple[Metric, ...]:
@@ -183,6 +184,7 @@ def load_domain(path: Path) -> Domain:
         state_window_days=int(raw.get("state_window_days", 30)),
         build_sql=raw["build_sql"], expectation_suite=raw["expectation_suite"],
         metrics=tuple(metrics), path=path,
+        headline={_ident(k, path, "headline"): str(v) for k, v in (raw.get("headline") or {}).items()},
     )
 
 

@@ -23,13 +23,14 @@ TABLE = "entity.metrics_customer_success"
 #   Devices: only #1 reported in [03-03, 03-10) -> 1, latest health 90.
 #   Volume [02-08, 03-10): 100 + 200 + 300 + 50 = 650.
 #   MRR: 800 now (downgrade 03-01), 1000 on 02-10 -> contraction 20.
-#   Health = 0.35*100 + 0.25*100 + 0.20*50 + 0.20*90 = 88.
-#   Churn = 0.7*(100-88) + 0.3*20 = 14.4.
-#   Success = 0.5*88 + 0.25*4.444 + 0.25*66.667 = 61.78.
+#   Seats active in [03-03, 03-10): 101 only -> engagement component 100/3 = 33.33.
+#   Health = 0.35*33.33 + 0.25*100 + 0.20*50 + 0.20*90 = 64.67.
+#   Churn = 0.7*(100-64.67) + 0.3*20 = 30.73.
+#   Success = 0.5*64.67 + 0.25*4.444 + 0.25*66.667 = 50.11.
 ALPHA = {
     "customer_name": "Alpha Corp", "segment": "enterprise", "plan": "enterprise",
-    "customer_health_score": Decimal("88.00"), "churn_risk_score": Decimal("14.40"),
-    "composite_success_score": Decimal("61.78"), "monthly_active_users": 3,
+    "customer_health_score": Decimal("64.67"), "churn_risk_score": Decimal("30.73"),
+    "composite_success_score": Decimal("50.11"), "monthly_active_users": 3,
     "user_activation_rate": Decimal("0.6667"), "avg_engagement_score": Decimal("4.44"),
     "features_adopted": 3, "core_feature_adoption_rate": Decimal("1.0000"),
     "support_tickets_30d": 2, "ticket_resolution_rate": Decimal("0.5000"),
@@ -52,13 +53,13 @@ BETA = {
 }
 # Epsilon (5): one seat (501, activated), active on 03-01 using core feature 1; no subscription
 #   -> current_mrr 0 and previous NULL, so churn has no contraction component.
-#   Engagement component 100 (1 of 1 seat), adoption 1 of 2 core = 50:
-#   health = (0.35*100 + 0.25*50) / 0.6 = 79.17; churn = 100 - 79.17 = 20.83;
-#   success = 0.5*79.17 + 0.25*3.33 + 0.25*100 = 65.42.
+#   Engagement component 0 (the seat was not active in [03-03, 03-10)), adoption 1 of 2 core
+#   = 50: health = (0.35*0 + 0.25*50) / 0.6 = 20.83; churn = 100 - 20.83 = 79.17;
+#   success = 0.5*20.83 + 0.25*3.33 + 0.25*100 = 36.25.
 EPSILON = {
     "customer_name": "Epsilon", "segment": "mid_market", "plan": "growth",
-    "customer_health_score": Decimal("79.17"), "churn_risk_score": Decimal("20.83"),
-    "composite_success_score": Decimal("65.42"), "monthly_active_users": 1,
+    "customer_health_score": Decimal("20.83"), "churn_risk_score": Decimal("79.17"),
+    "composite_success_score": Decimal("36.25"), "monthly_active_users": 1,
     "user_activation_rate": Decimal("1.0000"), "avg_engagement_score": Decimal("3.33"),
     "features_adopted": 1, "core_feature_adoption_rate": Decimal("0.5000"),
     "support_tickets_30d": 0, "ticket_resolution_rate": None, "avg_ticket_resolution_hours": None,

@@ -72,7 +72,10 @@ seat_activity as (
         seats.customer_id,
         seats.user_id,
         seats.activated_at < params.d as is_activated,
-        count(activity.activity_date) filter (where activity.events > 0) as active_days
+        count(activity.activity_date) filter (where activity.events > 0) as active_days,
+        count(activity.activity_date) filter (
+            where activity.events > 0 and activity.activity_date >= params.d_7
+        ) as active_days_7d
     from seats
     cross join params
     left join activity on seats.user_id = activity.user_id
@@ -84,6 +87,7 @@ engagement as (
         customer_id,
         count(*) as seat_count,
         count(*) filter (where is_activated) as activated_seats,
+        count(*) filter (where active_days_7d > 0) as weekly_active_seats,
         -- share of the last 30 days each seat was active, averaged over seats, as 0-100
         avg(100.0 * active_days / 30) as avg_engagement_score
     from seat_activity
@@ -191,6 +195,7 @@ base as (
         customers.plan,
         coalesce(monthly_actives.monthly_active_users, 0) as monthly_active_users,
         engagement.seat_count,
+        engagement.weekly_active_seats,
         engagement.activated_seats::numeric / nullif(engagement.seat_count, 0)
             as user_activation_rate,
         engagement.avg_engagement_score,
@@ -221,11 +226,10 @@ base as (
 health_components as (
     select
         base.*,
-        -- MAU is capped at the seat count: users deactivated since still count as active.
-        -- (least() ignores nulls, so the zero-seat case must stay null explicitly)
+        -- engagement: share of today's seats active in the last 7 days
         case
             when base.seat_count > 0
-                then least(100.0, 100.0 * base.monthly_active_users / base.seat_count)
+                then 100.0 * base.weekly_active_seats / base.seat_count
         end as c_engagement,
         100.0 * base.core_feature_adoption_rate as c_adoption,
         100.0 * base.ticket_resolution_rate as c_support,

@@ -1,0 +1,27 @@
+-- State: metrics_state.website_sessions_daily for the days in the bind parameter `days`.
+-- Grain: one row per UTC day per channel with at least one website session.
+-- Sources: raw.website_sessions.
+-- The caller deletes the same days first, in the same transaction.
+insert into metrics_state.website_sessions_daily (
+    activity_date, channel, sessions, bounced_sessions, converted_sessions
+)
+
+with
+
+final as (
+    select
+        started_at::date as activity_date,
+        channel,
+        count(*) as sessions,
+        count(*) filter (where bounced) as bounced_sessions,
+        count(*) filter (where converted) as converted_sessions
+    from {{ source_schema }}.website_sessions
+    -- the range predicate lets the index on started_at prune; the day list keeps gaps out
+    where
+        started_at >= {{ param('first_day') }}::date
+        and started_at < {{ param('last_day') }}::date + 1
+        and started_at::date = any({{ param('days') }}::date[])
+    group by started_at::date, channel
+)
+
+select * from final

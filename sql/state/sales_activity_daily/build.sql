@@ -1,0 +1,25 @@
+-- State: metrics_state.sales_activity_daily for the days in the bind parameter `days`.
+-- Grain: one row per rep per UTC day with at least one logged activity.
+-- Sources: raw.sales_activities.
+-- The caller deletes the same days first, in the same transaction.
+insert into metrics_state.sales_activity_daily (activity_date, rep_id, calls, emails, meetings)
+
+with
+
+final as (
+    select
+        occurred_at::date as activity_date,
+        rep_id,
+        count(*) filter (where activity_type = 'call') as calls,
+        count(*) filter (where activity_type = 'email') as emails,
+        count(*) filter (where activity_type = 'meeting') as meetings
+    from {{ source_schema }}.sales_activities
+    -- the range predicate lets the index on occurred_at prune; the day list keeps gaps out
+    where
+        occurred_at >= {{ param('first_day') }}::date
+        and occurred_at < {{ param('last_day') }}::date + 1
+        and occurred_at::date = any({{ param('days') }}::date[])
+    group by occurred_at::date, rep_id
+)
+
+select * from final

@@ -90,3 +90,14 @@ def test_the_fan_in_skips_a_domain_whose_table_was_never_built(golden):
         golden.execute(f"drop table entity.{table}")
     rows = pipeline.build_unified(golden, [D])
     assert rows == golden.execute("select count(*) from entity.metrics_unified_domains").fetchone()[0] > 0
+
+
+def test_a_day_missing_an_active_customer_fails_the_row_count_check(golden):
+    pipeline.refresh_state(golden, "user_activity_daily", D)
+    pipeline.build_staging(golden, CS, D)
+    golden.execute("delete from metrics_staging.metrics_customer_success where customer_id = 5")
+    summary = validation.validate_day(CS, D, pipeline.STAGING_SCHEMA)
+    assert [f.expectation for f in summary.failures] == ["unexpected_rows_expectation"]
+    assert summary.failures[0].detail == (
+        "one row per customer active as of 00:00 UTC on the metric_date, no more, no fewer; "
+        "1 offending row(s); e.g. metric_date=2026-03-10, row_count=2, active_customers=3")

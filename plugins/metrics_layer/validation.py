@@ -10,6 +10,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import date
 
+from metrics_layer import sqlrender
 from metrics_layer.paths import EXPECTATIONS_DIR
 from metrics_layer.registry import Domain
 
@@ -44,7 +45,10 @@ class ValidationSummary:
 
 
 def load_suite_json(domain: Domain) -> dict:
-    return json.loads((EXPECTATIONS_DIR / domain.expectation_suite).read_text())
+    """The domain's suite; `{source_schema}` in SQL-based expectations names the schema of the
+    source tables (METRICS_SOURCE_SCHEMA, default raw), `{batch}` is left for GX."""
+    text = (EXPECTATIONS_DIR / domain.expectation_suite).read_text()
+    return json.loads(text.replace("{source_schema}", sqlrender.source_schema()))
 
 
 def sqlalchemy_url(conn_id: str = "metrics_warehouse") -> str:
@@ -68,13 +72,26 @@ def sqlalchemy_url(conn_id: str = "metrics_warehouse") -> str:
 
 
 def _describe_failure(res) -> Failure:
+    """One line an on-call person can act on: what was observed, which rows, what was expected."""
     cfg = res.expectation_config
     kwargs = dict(cfg.kwargs)
     column = kwargs.pop("column", None) or (",".join(kwargs.pop("column_list", [])) or None)
     kwargs.pop("batch_id", None)
+    kwargs.pop("result_format", None)
     r = res.result or {}
     parts = []
-    if "observed_value" in r:
+    if cfg.type == "unexpected_rows_expectation":
+        # a SQL check: its description says what it guards; show the offending rows, not the SQL
+        kwargs.pop("unexpected_rows_query", None)
+        if cfg.description:
+            parts.append(cfg.description)
+        rows = (r.get("details") or {}).get("unexpected_rows") or []
+        parts.append(f"{r.get('observed_value', len(rows))} offending row(s)")
+        if rows:
+            parts.append("e.g. " + "; ".join(
+                ", ".join(f"{k}={v}" for k, v in (row.items() if isinstance(row, dict) else enumerate(row)))
+                for row in rows[:3]))
+    elif "observed_value" in r:
         parts.append(f"observed {r['observed_value']}")
     if r.get("unexpected_count"):
         parts.append(f"{r['unexpected_count']} of {r.get('element_count', '?')} rows unexpected")
@@ -83,9 +100,8 @@ def _describe_failure(res) -> Failure:
         parts.append("e.g. " + ", ".join(str(v) for v in sample[:5]))
     if res.exception_info and res.exception_info.get("raised_exception"):
         parts.append(f"error: {res.exception_info.get('exception_message')}")
-    expected = {k: v for k, v in kwargs.items() if k not in ("result_format",)}
-    if expected:
-        parts.append("expected " + ", ".join(f"{k}={v}" for k, v in expected.items()))
+    if kwargs:
+        parts.append("expected " + ", ".join(f"{k}={v}" for k, v in kwargs.items()))
     return Failure(cfg.type, column, "; ".join(parts) or "failed")
 
 
@@ -106,7 +122,9 @@ def validate_day(domain: Domain, metric_date: date, schema: str,
     suite = gx.ExpectationSuite(**load_suite_json(domain))
     batch = batch_def.get_batch(batch_parameters={
         "year": metric_date.year, "month": metric_date.month, "day": metric_date.day})
-    result = batch.validate(suite, result_format="SUMMARY")
+    # COMPLETE: SQL checks return their offending rows (SUMMARY drops them)
+    result = batch.validate(suite, result_format={"result_format": "COMPLETE",
+                                                  "partial_unexpected_count": 5})
     summary = ValidationSummary(domain.table, metric_date, len(result.results))
     summary.failures = [_describe_failure(r) for r in result.results if not r.success]
     log.info("%s (%.2fs)", summary.describe(), time.monotonic() - started)

@@ -93,8 +93,7 @@ def test_the_fan_in_skips_a_domain_whose_table_was_never_built(golden):
 
 
 def test_a_day_missing_an_active_customer_fails_the_row_count_check(golden):
-    pipeline.refresh_state(golden, "user_activity_daily", D)
-    pipeline.build_staging(golden, CS, D)
+    pipeline.stage(golden, CS, D)
     golden.execute("delete from metrics_staging.metrics_customer_success where customer_id = 5")
     summary = validation.validate_day(CS, D, pipeline.STAGING_SCHEMA)
     assert [f.expectation for f in summary.failures] == ["unexpected_rows_expectation"]

@@ -113,10 +113,7 @@ def test_a_date_with_no_activity_gives_zero_counts_and_null_ratios(conn):
 
 def test_spend_on_an_unregistered_platform_is_counted_and_fails_the_suite(conn):
     load_fixture(conn, "marketing_golden.sql")
-    pipeline.ensure_schema(conn)
-    for state in MK.states:
-        pipeline.refresh_state(conn, state, D)
-    pipeline.build_staging(conn, MK, D)
+    pipeline.stage(conn, MK, D)
     summary = validation.validate_day(MK, D, pipeline.STAGING_SCHEMA)
     # the TikTok 25 is in the total (375) and every other check passes: only the guard fails
     assert [(f.expectation, f.column) for f in summary.failures] == [

@@ -164,16 +164,13 @@ def test_suite_covers_every_tier_1_metric():
 
 def test_suite_passes_on_the_golden_day_and_blocks_a_day_without_users(conn):
     load_fixture(conn, "product_analytics_golden.sql")
-    pipeline.ensure_schema(conn)
     empty_day = date(2025, 12, 1)
     # the DAG's order: state, build into staging, validate, publish (which empties staging)
-    pipeline.refresh_state(conn, "user_activity_daily", D, 1, PA.state_window_days)
-    pipeline.build_staging(conn, PA, D)
+    pipeline.stage(conn, PA, D)
     good = validation.validate_day(PA, D, pipeline.STAGING_SCHEMA)
     assert good.success, good.describe()
     pipeline.publish(conn, PA, D)
-    pipeline.refresh_state(conn, "user_activity_daily", empty_day, 1, PA.state_window_days)
-    pipeline.build_staging(conn, PA, empty_day)
+    pipeline.stage(conn, PA, empty_day)
     bad = validation.validate_day(PA, empty_day, pipeline.STAGING_SCHEMA)
     failed = {(f.expectation, f.column) for f in bad.failures}
     # MAU = 0 is a loading outage, not a product state: the day must not be published

@@ -242,14 +242,19 @@ def _log_publication(cur, target: str, dates: list[date], run_id: str | None, ro
     )
 
 
-def refresh_domain(conn, domain: Domain, metric_date: date, run_id: str | None = None,
-                   lookback_days: int = 1) -> int:
-    """Everything but validation, for tools and tests that want a published day in one call."""
+def stage(conn, domain: Domain, metric_date: date, lookback_days: int = 1) -> int:
+    """Schema, source checks, state and build: the day staged and ready to validate."""
     ensure_schema(conn)
     check_sources(conn, domain)
     for state in domain.states:
         refresh_state(conn, state, metric_date, lookback_days, domain.state_window_days)
-    build_staging(conn, domain, metric_date)
+    return build_staging(conn, domain, metric_date)
+
+
+def refresh_domain(conn, domain: Domain, metric_date: date, run_id: str | None = None,
+                   lookback_days: int = 1) -> int:
+    """Everything but validation, for tools and tests that want a published day in one call."""
+    stage(conn, domain, metric_date, lookback_days)
     return publish(conn, domain, metric_date, run_id)
 
 

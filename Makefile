@@ -10,6 +10,8 @@ DAYS ?= 60
 SEED ?= 42
 # tests that exercise the SQL itself; `make test` runs them on every PostgreSQL the wheel ships
 SQL_TESTS = $(wildcard tests/test_*_golden.py) tests/test_bad_input.py tests/test_registry.py tests/test_seed.py
+# PostgreSQL versions installed from Debian (/usr/lib/postgresql/<v>), other than the wheel's 16 and 18
+SYSTEM_PG_VERSIONS = $(filter-out 16 18,$(patsubst /usr/lib/postgresql/%/bin/postgres,%,$(wildcard /usr/lib/postgresql/*/bin/postgres)))
 
 export PYTHONPATH := $(CURDIR)/plugins
 export AIRFLOW_HOME ?= $(CURDIR)/.local/airflow
@@ -30,9 +32,13 @@ venv: $(STAMP)
 demo: venv ## seed the embedded warehouse, run every domain DAG for 7 days, then the fan-in
 	$(BIN)/python -m metrics_layer.cli demo --scale $(SCALE) --days $(DAYS) --seed $(SEED)
 
-test: venv ## the whole test suite on the embedded PostgreSQL 18, then the SQL-level tests on 16
+test: venv ## the whole suite on PostgreSQL 18, then the SQL-level tests on 16 and any Debian-installed version
 	$(BIN)/python -m pytest
-	METRICS_TEST_PG_VERSION=16 $(BIN)/python -m pytest -q $(SQL_TESTS)
+	@for v in 16 $(SYSTEM_PG_VERSIONS); do \
+		echo "== SQL-level tests on PostgreSQL $$v"; \
+		METRICS_TEST_PG_VERSION=$$v $(BIN)/python -m pytest -q $(SQL_TESTS) || exit 1; \
+	done
+	@test -n "$(SYSTEM_PG_VERSIONS)" || echo "note: no Debian PostgreSQL (e.g. postgresql-15) installed; SQL tested on 16 and 18 only"
 
 lint: venv ## ruff (with Airflow's AIR rules) and sqlfluff
 	$(BIN)/ruff check dags plugins tests bench

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 
 import pytest
@@ -62,6 +63,20 @@ def test_tier_1_suite_covers_every_implemented_tier_1_metric(domain):
     assert tier1, f"{domain.name} has no tier-1 metric"
     assert tier1 <= columns, f"not covered: {sorted(tier1 - columns)}"
     assert columns <= set(domain.table_columns), f"unknown columns: {sorted(columns - set(domain.table_columns))}"
+
+
+@pytest.mark.parametrize("domain", DOMAINS, ids=lambda d: d.name)
+def test_sql_checks_alias_the_batch_subquery_where_gx_does_not(domain):
+    # GX substitutes {batch} with "(SELECT ... WHERE <day>)" and aliases it itself, except in a
+    # query with a JOIN, where the author must. PostgreSQL before 16 rejects an unaliased
+    # subquery in FROM (found on 15), so a JOIN query must write "{batch} as <alias>" and any
+    # other query must not (it would get two aliases).
+    suite = json.loads((EXPECTATIONS_DIR / domain.expectation_suite).read_text())
+    for e in suite["expectations"]:
+        query = e["kwargs"].get("unexpected_rows_query", "")
+        aliased = len(re.findall(r"\{batch\}\s+as\s+\w+", query, re.I))
+        expected = query.count("{batch}") if re.search(r"\bjoin\b", query, re.I) else 0
+        assert aliased == expected, query
 
 
 def test_a_malformed_registry_fails_loudly(tmp_path):

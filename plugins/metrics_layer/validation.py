@@ -71,6 +71,16 @@ def sqlalchemy_url(conn_id: str = "metrics_warehouse") -> str:
     return url.render_as_string(hide_password=False)
 
 
+def _exception_messages(info) -> list[str]:
+    """GX reports a check that could not run either as one {raised_exception, exception_message}
+    dict or as such dicts keyed by metric; first line of each message, deduplicated."""
+    if not info:
+        return []
+    found = [info] if "raised_exception" in info else [v for v in info.values() if isinstance(v, dict)]
+    messages = [str(i.get("exception_message", "")).splitlines()[0] for i in found if i.get("raised_exception")]
+    return list(dict.fromkeys(m for m in messages if m))
+
+
 def _describe_failure(res) -> Failure:
     """One line an on-call person can act on: what was observed, which rows, what was expected."""
     cfg = res.expectation_config
@@ -98,8 +108,8 @@ def _describe_failure(res) -> Failure:
     sample = r.get("partial_unexpected_list") or []
     if sample:
         parts.append("e.g. " + ", ".join(str(v) for v in sample[:5]))
-    if res.exception_info and res.exception_info.get("raised_exception"):
-        parts.append(f"error: {res.exception_info.get('exception_message')}")
+    for message in _exception_messages(res.exception_info):
+        parts.append(f"the check itself errored: {message}")
     if kwargs:
         parts.append("expected " + ", ".join(f"{k}={v}" for k, v in kwargs.items()))
     return Failure(cfg.type, column, "; ".join(parts) or "failed")

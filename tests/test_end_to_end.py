@@ -30,7 +30,7 @@ def run(dagbag, dag_id: str, d: date | None = None, conf: dict | None = None):
 
 @pytest.fixture
 def seeded(conn):
-    seed.seed(conn, scale=0.05, days=35, seed=7)
+    seed.seed(conn, scale=0.05, days=35, seed=7, end_date=TODAY)
     return conn
 
 

@@ -29,7 +29,7 @@ def _connect():
 
 def cmd_warehouse(_args) -> None:
     print(local.ensure_warehouse())
-    if not os.environ.get("METRICS_EXTERNAL_WAREHOUSE_SET"):
+    if local.EMBEDDED:
         print(f"connect with: {local.psql_command()}")
 
 
@@ -54,15 +54,12 @@ def cmd_dag(args) -> None:
     sys.exit(rc)
 
 
-def _run_dag(dagbag, dag_id: str, logical_date=None, conf=None) -> str:
+def _run_dag(dagbag, dag_id: str, logical_date=None) -> str:
     dag = dagbag.get_dag(dag_id)
     if dag is None:
         raise SystemExit(f"DAG {dag_id!r} not found; import errors: {dagbag.import_errors}")
-    kwargs = {"run_conf": conf} if conf else {}
-    if logical_date is not None:
-        kwargs["logical_date"] = logical_date
-    dr = dag.test(**kwargs)
-    return dr.state
+    kwargs = {} if logical_date is None else {"logical_date": logical_date}
+    return dag.test(**kwargs).state
 
 
 def print_query(conn, sql: str) -> None:
@@ -157,7 +154,7 @@ def cmd_demo(args) -> None:
     query = BASIC_QUERY.read_text().split("\n", 1)[1]  # drop the provenance comment
     print(query)
     print_query(conn, query)
-    if not os.environ.get("METRICS_EXTERNAL_WAREHOUSE_SET"):
+    if local.EMBEDDED:
         print("\nConnect with psql (search_path includes entity, days are UTC):")
         print(f"  {local.psql_command()}")
     print(f"\ndemo finished in {time.monotonic() - started:.0f}s")
@@ -172,8 +169,6 @@ def cmd_catalog(_args) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     local.apply_airflow_env()
-    if os.environ.get(local.WAREHOUSE_ENV):
-        os.environ["METRICS_EXTERNAL_WAREHOUSE_SET"] = "1"
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     p = argparse.ArgumentParser(prog="metrics_layer")
     sub = p.add_subparsers(dest="cmd", required=True)

@@ -15,6 +15,8 @@ from metrics_layer.paths import LOCAL_DIR, ROOT
 
 WAREHOUSE_ENV = "AIRFLOW_CONN_METRICS_WAREHOUSE"
 DEFAULT_DB = "metrics"
+# decided once, at start: ensure_warehouse() sets the variable for the embedded server too
+EMBEDDED = not os.environ.get(WAREHOUSE_ENV)
 
 
 def airflow_env() -> dict[str, str]:

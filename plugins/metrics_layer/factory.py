@@ -101,9 +101,9 @@ def domain_dag(domain_name: str, doc_md: str = "") -> DAG:
             """Fail with one clear message if a source table is missing or empty."""
             from metrics_layer import pipeline
 
-            conn = pipeline.connect(WAREHOUSE_CONN_ID)
-            pipeline.ensure_schema(conn)
-            pipeline.check_sources(conn, domain)
+            with pipeline.connect(WAREHOUSE_CONN_ID) as conn:
+                pipeline.ensure_schema(conn)
+                pipeline.check_sources(conn, domain)
 
         @task
         @_fail_fast
@@ -111,11 +111,11 @@ def domain_dag(domain_name: str, doc_md: str = "") -> DAG:
             """Build the compact daily state the rolling windows read."""
             from metrics_layer import pipeline
 
-            conn = pipeline.connect(WAREHOUSE_CONN_ID)
             d = date.fromisoformat(ds)
-            return {s: [str(x) for x in pipeline.refresh_state(
-                        conn, s, d, params["lookback_days"], domain.state_window_days)]
-                    for s in domain.states}
+            with pipeline.connect(WAREHOUSE_CONN_ID) as conn:
+                return {s: [str(x) for x in pipeline.refresh_state(
+                            conn, s, d, params["lookback_days"], domain.state_window_days)]
+                        for s in domain.states}
 
         @task
         @_fail_fast
@@ -123,8 +123,8 @@ def domain_dag(domain_name: str, doc_md: str = "") -> DAG:
             """Compute the metric_date into metrics_staging (one transaction)."""
             from metrics_layer import pipeline
 
-            return pipeline.build_staging(pipeline.connect(WAREHOUSE_CONN_ID), domain,
-                                          date.fromisoformat(ds))
+            with pipeline.connect(WAREHOUSE_CONN_ID) as conn:
+                return pipeline.build_staging(conn, domain, date.fromisoformat(ds))
 
         @task
         @_fail_fast
@@ -145,8 +145,8 @@ def domain_dag(domain_name: str, doc_md: str = "") -> DAG:
             """Swap the validated day into entity (one transaction) and emit the Asset."""
             from metrics_layer import pipeline
 
-            rows = pipeline.publish(pipeline.connect(WAREHOUSE_CONN_ID), domain,
-                                    date.fromisoformat(ds), run_id)
+            with pipeline.connect(WAREHOUSE_CONN_ID) as conn:
+                rows = pipeline.publish(conn, domain, date.fromisoformat(ds), run_id)
             outlet_events[asset].extra = {"metric_date": ds, "rows": rows}
             return rows
 
@@ -176,18 +176,18 @@ def unified_dag(doc_md: str = "") -> DAG:
 
             if params["metric_dates"]:
                 return sorted(set(params["metric_dates"]))
-            conn = pipeline.connect(WAREHOUSE_CONN_ID)
-            pipeline.ensure_schema(conn)
-            return [d.isoformat() for d in pipeline.unified_dates(conn)]
+            with pipeline.connect(WAREHOUSE_CONN_ID) as conn:
+                pipeline.ensure_schema(conn)
+                return [d.isoformat() for d in pipeline.unified_dates(conn)]
 
         @task(outlets=[unified])
         @_fail_fast
         def build_unified(dates: list[str], run_id=None, outlet_events=None):
             from metrics_layer import pipeline
 
-            conn = pipeline.connect(WAREHOUSE_CONN_ID)
-            pipeline.ensure_schema(conn)
-            rows = pipeline.build_unified(conn, [date.fromisoformat(d) for d in dates], run_id)
+            with pipeline.connect(WAREHOUSE_CONN_ID) as conn:
+                pipeline.ensure_schema(conn)
+                rows = pipeline.build_unified(conn, [date.fromisoformat(d) for d in dates], run_id)
             outlet_events[unified].extra = {"metric_dates": dates, "rows": rows}
             return rows
 

@@ -161,3 +161,33 @@ def test_a_missing_source_table_fails_with_a_clear_message(dagbag, seeded, slack
     assert len(slack.posts) == 1
     assert "Task `check_sources`" in slack.texts[0]
     assert "source table(s) missing: raw.device_telemetry" in slack.texts[0]
+
+
+def test_the_fan_in_is_due_only_once_all_four_domains_have_published(dagbag, seeded):
+    import os
+    import subprocess
+    import sys
+
+    from airflow.models.asset import AssetDagRunQueue
+    from airflow.models.dag import DagModel
+    from airflow.utils.session import create_session
+    from sqlalchemy import delete
+
+    from metrics_layer.factory import FAN_IN_TABLES
+
+    # what a deployment does: the dag-processor serializes the DAGs, someone unpauses the fan-in
+    for cmd in (["dags", "reserialize"], ["dags", "unpause", "metrics_unified"]):
+        subprocess.run([sys.executable, "-m", "airflow", *cmd], env=os.environ.copy(), check=True,
+                       capture_output=True)
+    with create_session() as session:
+        session.execute(delete(AssetDagRunQueue))
+
+    def due() -> bool:
+        with create_session() as session:
+            _, triggered = DagModel.dags_needing_dagruns(session)
+            return "metrics_unified" in triggered
+
+    for table in FAN_IN_TABLES:
+        assert not due(), f"due before {table} published"
+        assert run(dagbag, table, TODAY).state == "success"
+    assert due()

@@ -174,10 +174,10 @@ def unified_dag(doc_md: str = "") -> DAG:
         def dates_to_build(params=None):
             from metrics_layer import pipeline
 
-            if params["metric_dates"]:
-                return sorted(set(params["metric_dates"]))
             with pipeline.connect(WAREHOUSE_CONN_ID) as conn:
                 pipeline.ensure_schema(conn)
+                if params["metric_dates"]:
+                    return sorted(set(params["metric_dates"]))
                 return [d.isoformat() for d in pipeline.unified_dates(conn)]
 
         @task(outlets=[unified])
@@ -185,8 +185,7 @@ def unified_dag(doc_md: str = "") -> DAG:
         def build_unified(dates: list[str], run_id=None, outlet_events=None):
             from metrics_layer import pipeline
 
-            with pipeline.connect(WAREHOUSE_CONN_ID) as conn:
-                pipeline.ensure_schema(conn)
+            with pipeline.connect(WAREHOUSE_CONN_ID) as conn:  # schema ensured by dates_to_build
                 rows = pipeline.build_unified(conn, [date.fromisoformat(d) for d in dates], run_id)
             outlet_events[unified].extra = {"metric_dates": dates, "rows": rows}
             return rows

@@ -13,7 +13,6 @@ SQL_TESTS = $(wildcard tests/test_*_golden.py) tests/test_bad_input.py tests/tes
 # PostgreSQL versions installed from Debian (/usr/lib/postgresql/<v>), other than the wheel's 16 and 18
 SYSTEM_PG_VERSIONS = $(filter-out 16 18,$(patsubst /usr/lib/postgresql/%/bin/postgres,%,$(wildcard /usr/lib/postgresql/*/bin/postgres)))
 
-export PYTHONPATH := $(CURDIR)/plugins
 export AIRFLOW_HOME ?= $(CURDIR)/.local/airflow
 export AIRFLOW__CORE__DAGS_FOLDER := $(CURDIR)/dags
 export AIRFLOW__CORE__PLUGINS_FOLDER := $(CURDIR)/plugins
@@ -21,10 +20,11 @@ export AIRFLOW__CORE__LOAD_EXAMPLES := False
 
 .PHONY: venv demo test lint dag seed warehouse bench catalog constraints clean
 
-$(STAMP): requirements.txt requirements-dev.txt constraints.txt
+$(STAMP): requirements.txt requirements-dev.txt constraints.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check \
 		-r requirements.txt -r requirements-dev.txt -c constraints.txt
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps -e .
 	touch $@
 
 venv: $(STAMP)
@@ -41,7 +41,7 @@ test: venv ## the whole suite on PostgreSQL 18, then the SQL-level tests on 16 a
 	@test -n "$(SYSTEM_PG_VERSIONS)" || echo "note: no Debian PostgreSQL (e.g. postgresql-15) installed; SQL tested on 16 and 18 only"
 
 lint: venv ## ruff (with Airflow's AIR rules) and sqlfluff
-	$(BIN)/ruff check dags plugins tests bench
+	$(BIN)/ruff check src dags plugins tests bench
 	$(BIN)/sqlfluff lint sql/ --disable-progress-bar
 
 dag: venv ## make dag DAG=<dag_id> DATE=<YYYY-MM-DD>: airflow dags test against the demo warehouse

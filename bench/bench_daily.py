@@ -14,16 +14,14 @@ import argparse
 import os
 import platform
 import statistics
-import sys
 import time
 from datetime import date, timedelta
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "plugins"))
+from metrics_layer import local, pipeline, seed
+from metrics_layer.registry import load_registry
 
-from metrics_layer import local, pipeline, seed  # noqa: E402
-from metrics_layer.registry import load_registry  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 DB = "metrics_bench"
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -29,7 +28,6 @@ os.environ.update({
     "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
 })
 os.environ.pop("AIRFLOW_CONN_SLACK_ALERTS", None)
-sys.path.insert(0, str(ROOT / "plugins"))
 
 import psycopg  # noqa: E402
 import pytest  # noqa: E402

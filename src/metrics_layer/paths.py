@@ -1,7 +1,8 @@
-"""Where the package's files live. The project root holds dags/, sql/, include/ and plugins/.
+"""Where the project's files live. The project root holds dags/, sql/, include/ and src/.
 
-In an Airflow deployment these folders are mounted side by side (see docker-compose.yaml), so the
-root is two levels above this file; METRICS_LAYER_HOME overrides it.
+The package is installed editable (`pip install -e .`, as the Makefile and the Dockerfile do), so
+the root is two levels above this file; METRICS_LAYER_HOME overrides it (for a non-editable
+install, point it at the folder that holds sql/ and include/).
 """
 
 from __future__ import annotations

@@ -1,10 +1,12 @@
-"""Airflow DAG `metrics_unified`, the fan-in: once all four domain tables have published (their Assets), rebuild
-`entity.metrics_unified_domains`, the long-format table the guide's cross-domain queries read
-(metric_date, domain, entity_id, metric_name, metric_value, importance_tier).
+"""Airflow DAG `metrics_unified`, the fan-in: whenever any domain table publishes (its Asset),
+rebuild the stale slices of `entity.metrics_unified_domains`, the long-format table the guide's
+cross-domain queries read (metric_date, domain, entity_id, metric_name, metric_value,
+importance_tier).
 
-The dates rebuilt are every metric_date a domain published since the last unified build (from
-metrics_ops.publish_log), so a backfill of any domain flows through; trigger with
-`{"metric_dates": ["2026-11-25"]}` to force a date.
+A (domain, metric_date) slice is stale when the domain published that date after the slice was
+built (publication versions in metrics_ops.publish_log against metrics_ops.unified_slices), so a
+backfill of any single domain flows through, and one domain failing leaves the other three
+current. Trigger with `{"metric_dates": ["2026-11-25"]}` to force every domain's slice of a date.
 """
 
 from metrics_layer.factory import unified_dag

@@ -57,7 +57,7 @@ def test_a_failed_validation_leaves_the_published_day_in_place(golden):
     golden.execute("alter table raw.subscriptions drop constraint subscriptions_mrr_check")
     golden.execute("insert into raw.subscriptions values (99, 2, 'refund', -500, '2026-03-01', null)")
     pipeline.build_staging(golden, CS, D)
-    summary = validation.validate_day(CS, D, pipeline.STAGING_SCHEMA)
+    summary = validation.validate_day(CS, D)
     assert not summary.success
     assert [(f.expectation, f.column) for f in summary.failures] == [
         ("expect_column_values_to_be_between", "current_mrr")]
@@ -88,14 +88,14 @@ def test_the_fan_in_skips_a_domain_whose_table_was_never_built(golden):
     others = [d.table for d in load_registry().values() if d.name != "customer_success"]
     for table in others:
         golden.execute(f"drop table entity.{table}")
-    rows = pipeline.build_unified(golden, [D])
+    rows = sum(pipeline.build_unified(golden).values())
     assert rows == golden.execute("select count(*) from entity.metrics_unified_domains").fetchone()[0] > 0
 
 
 def test_a_day_missing_an_active_customer_fails_the_row_count_check(golden):
     pipeline.stage(golden, CS, D)
     golden.execute("delete from metrics_staging.metrics_customer_success where customer_id = 5")
-    summary = validation.validate_day(CS, D, pipeline.STAGING_SCHEMA)
+    summary = validation.validate_day(CS, D)
     assert [f.expectation for f in summary.failures] == ["unexpected_rows_expectation"]
     assert summary.failures[0].detail == (
         "one row per customer active as of 00:00 UTC on the metric_date, no more, no fewer; "

@@ -114,14 +114,14 @@ def test_a_date_with_no_activity_gives_zero_counts_and_null_ratios(conn):
 def test_spend_on_an_unregistered_platform_is_counted_and_fails_the_suite(conn):
     load_fixture(conn, "marketing_golden.sql")
     pipeline.stage(conn, MK, D)
-    summary = validation.validate_day(MK, D, pipeline.STAGING_SCHEMA)
+    summary = validation.validate_day(MK, D)
     # the TikTok 25 is in the total (375) and every other check passes: only the guard fails
     assert [(f.expectation, f.column) for f in summary.failures] == [
         ("expect_column_values_to_be_between", "other_platforms_spend")]
     # once the spend is gone (or the platform gets its columns) the day validates
     conn.execute("delete from raw.ad_spend_daily where platform = 'tiktok_ads'")
     pipeline.build_staging(conn, MK, D)
-    summary = validation.validate_day(MK, D, pipeline.STAGING_SCHEMA)
+    summary = validation.validate_day(MK, D)
     assert summary.success, summary.describe()
 
 

@@ -144,7 +144,7 @@ def test_rerunning_a_date_gives_identical_rows(conn):
 def test_unified_rows_use_domain_product_and_entity_all(conn):
     load_fixture(conn, "product_analytics_golden.sql")
     _build(conn)
-    pipeline.build_unified(conn, [D])
+    pipeline.build_unified(conn, force_dates=[D])
     rows = dict(conn.execute(
         "select metric_name, metric_value from entity.metrics_unified_domains "
         "where domain = 'product' and entity_type = 'product' and entity_id = 'all' "
@@ -167,11 +167,11 @@ def test_suite_passes_on_the_golden_day_and_blocks_a_day_without_users(conn):
     empty_day = date(2025, 12, 1)
     # the DAG's order: state, build into staging, validate, publish (which empties staging)
     pipeline.stage(conn, PA, D)
-    good = validation.validate_day(PA, D, pipeline.STAGING_SCHEMA)
+    good = validation.validate_day(PA, D)
     assert good.success, good.describe()
     pipeline.publish(conn, PA, D)
     pipeline.stage(conn, PA, empty_day)
-    bad = validation.validate_day(PA, empty_day, pipeline.STAGING_SCHEMA)
+    bad = validation.validate_day(PA, empty_day)
     failed = {(f.expectation, f.column) for f in bad.failures}
     # MAU = 0 is a loading outage, not a product state: the day must not be published
     assert failed == {

@@ -105,11 +105,11 @@ def test_month_to_date_is_empty_on_the_first(conn):
 def test_the_suite_passes_and_counts_the_active_reps(conn):
     load_fixture(conn, "sales_golden.sql")
     pipeline.stage(conn, SALES, D)
-    summary = validation.validate_day(SALES, D, pipeline.STAGING_SCHEMA)
+    summary = validation.validate_day(SALES, D)
     assert summary.success, summary.describe()
     # a rep the build did not see (3 rows staged, 4 active reps in the source): the count check fails
     conn.execute("insert into raw.sales_reps values (6, 'Late Loaded', 'smb', '2026-01-01 00:00+00', null)")
-    summary = validation.validate_day(SALES, D, pipeline.STAGING_SCHEMA)
+    summary = validation.validate_day(SALES, D)
     assert [f.expectation for f in summary.failures] == ["unexpected_rows_expectation"]
 
 

@@ -1,16 +1,28 @@
--- Schemas and bookkeeping tables owned by the metrics layer. Idempotent; applied before every
--- build (cheap: a handful of catalog look-ups).
+-- Schemas and bookkeeping tables owned by the metrics layer. Idempotent; applied by the migrate
+-- step (`metrics-layer migrate`, or the first task of a run when the schema version stored in
+-- metrics_ops.schema_version differs from the registry's), never on the daily path otherwise.
 --   entity           published metrics tables (what Superset reads)
---   metrics_staging  the day being built, validated before it is published
+--   metrics_staging  the day being built, one slice per run, validated before it is published
 --   metrics_state    compact daily state that rolling windows are derived from
---   metrics_ops      publication log and other bookkeeping
+--   metrics_ops      publication log, check results and other bookkeeping
 create schema if not exists entity;
 create schema if not exists metrics_staging;
 create schema if not exists metrics_state;
 create schema if not exists metrics_ops;
 
--- One row per published (target table, metric_date): when it was last published and by which
--- run. The fan-in DAG rebuilds the unified tables for dates published after its own last build.
+-- The schema version applied last: a hash of every DDL statement and of the catalog. The daily
+-- path reads this one row; only when it differs does it take DDL locks.
+create table if not exists metrics_ops.schema_version (
+    id boolean primary key default true check (id),
+    schema_hash text not null,
+    applied_at timestamptz not null
+);
+
+-- Every publication gets the next number: the fan-in compares numbers, not clocks, so a domain
+-- publishing while the fan-in reads is never mistaken for included.
+create sequence if not exists metrics_ops.publish_version;
+
+-- One row per published (target table, metric_date): the latest publication and by which run.
 create table if not exists metrics_ops.publish_log (
     target text not null,
     metric_date date not null,
@@ -18,6 +30,44 @@ create table if not exists metrics_ops.publish_log (
     run_id text,
     row_count bigint not null,
     primary key (target, metric_date)
+);
+alter table metrics_ops.publish_log add column if not exists version bigint;
+
+-- Every publication ever made (a retried publish finds its own, and the on-call person sees
+-- which run wrote a day).
+create table if not exists metrics_ops.publish_history (
+    version bigint primary key,
+    target text not null,
+    metric_date date not null,
+    run_id text,
+    row_count bigint not null,
+    published_at timestamptz not null
+);
+create index if not exists publish_history_run_idx
+on metrics_ops.publish_history (target, metric_date, run_id);
+
+-- The fan-in's bookkeeping: per (domain, metric_date) slice of metrics_unified_domains, the
+-- domain publication (version) it was built from, read in the same snapshot as the rows.
+create table if not exists metrics_ops.unified_slices (
+    domain text not null,
+    metric_date date not null,
+    source_version bigint not null,
+    built_at timestamptz not null,
+    run_id text,
+    row_count bigint not null,
+    primary key (domain, metric_date)
+);
+
+-- One row per validation of a staged day: the outcome and what failed.
+create table if not exists metrics_ops.validation_log (
+    target text not null,
+    metric_date date not null,
+    run_id text not null,
+    validated_at timestamptz not null,
+    success boolean not null,
+    evaluated integer not null,
+    failures jsonb not null default '[]',
+    primary key (target, metric_date, run_id)
 );
 
 -- One row per (state, day) already built into metrics_state; a day missing here is rebuilt.

@@ -1,30 +1,59 @@
--- entity.metrics_unified_domains for the metric_dates in the bind parameter `dates`.
+-- entity.metrics_unified_domains: one domain's slice for the metric_dates in `dates`, and the
+-- bookkeeping of what it was built from, in ONE statement: the rows read from entity.<table>
+-- and the publication version recorded in metrics_ops.unified_slices come from the same
+-- snapshot, so a domain publishing meanwhile is never recorded as included.
 -- Grain: one row per metric_date, domain, entity and implemented metric with a non-null value.
--- Generated from the metric registry: one branch per domain, one VALUES row per implemented
--- numeric metric, so a metric added to the registry (and its table) appears here with no edit
--- to this file.
-insert into entity.metrics_unified_domains (
-    metric_date, domain, entity_type, entity_id, entity_name, metric_name, metric_value,
-    importance_tier, unit
+-- Generated from the metric registry: one VALUES row per implemented numeric metric, so a
+-- metric added to the registry (and its table) appears here with no edit to this file.
+with inserted as (
+    insert into entity.metrics_unified_domains (
+        metric_date, domain, entity_type, entity_id, entity_name, metric_name, metric_value,
+        importance_tier, unit
+    )
+    select
+        t.metric_date,
+        '{{ d.name }}' as domain,
+        '{{ d.entity_type }}' as entity_type,
+        t.{{ d.id_column }}::text as entity_id,
+        {% if d.name_column %}t.{{ d.name_column }}{% else %}null{% endif %}::text as entity_name,
+        m.metric_name,
+        m.metric_value,
+        m.importance_tier,
+        m.unit
+    from entity.{{ d.table }} as t
+    cross join lateral (
+        values
+        {% for m in d.unified %}
+            ('{{ m.name }}', t.{{ m.name }}::numeric, '{{ m.tier }}', '{{ m.unit }}'){% if not loop.last %},{% endif %}
+        {% endfor %}
+    ) as m (metric_name, metric_value, importance_tier, unit)
+    where t.metric_date = any({{ param('dates') }}::date []) and m.metric_value is not null
+    returning metric_date
+),
+
+counts as (
+    select
+        metric_date,
+        count(*) as row_count
+    from inserted
+    group by metric_date
 )
-{% for d in domains %}
-{% if not loop.first %}union all{% endif %}
+
+insert into metrics_ops.unified_slices (
+    domain, metric_date, source_version, built_at, run_id, row_count
+)
 select
-    t.metric_date,
     '{{ d.name }}' as domain,
-    '{{ d.entity_type }}' as entity_type,
-    t.{{ d.id_column }}::text as entity_id,
-    {% if d.name_column %}t.{{ d.name_column }}{% else %}null{% endif %}::text as entity_name,
-    m.metric_name,
-    m.metric_value,
-    m.importance_tier,
-    m.unit
-from entity.{{ d.table }} as t
-cross join lateral (
-    values
-    {% for m in d.unified %}
-        ('{{ m.name }}', t.{{ m.name }}::numeric, '{{ m.tier }}', '{{ m.unit }}'){% if not loop.last %},{% endif %}
-    {% endfor %}
-) as m (metric_name, metric_value, importance_tier, unit)
-where t.metric_date = any({{ param('dates') }}::date []) and m.metric_value is not null
-{% endfor %}
+    p.metric_date,
+    coalesce(p.version, 0) as source_version,
+    now() as built_at,
+    {{ param('run_id') }} as run_id,
+    coalesce(c.row_count, 0) as row_count
+from metrics_ops.publish_log as p
+left join counts as c on p.metric_date = c.metric_date
+where p.target = '{{ d.table }}' and p.metric_date = any({{ param('dates') }}::date [])
+on conflict (domain, metric_date) do update set
+    source_version = excluded.source_version,
+    built_at = excluded.built_at,
+    run_id = excluded.run_id,
+    row_count = excluded.row_count

@@ -16,23 +16,32 @@ MAX_DETAIL = 2500  # Slack truncates long messages; the full text is in the task
 
 
 def failure_message(context) -> str:
+    from metrics_layer.runctx import metric_date_or_none
+
     ti = context.get("ti") or context.get("task_instance")
     dag_id = getattr(ti, "dag_id", None) or context["dag"].dag_id
     task_id = getattr(ti, "task_id", "?")
-    ds = context.get("ds") or "?"
+    day = metric_date_or_none(context)
+    ds = day.isoformat() if day else "unknown (no logical date, no metric_date param)"
+    run_id = context.get("run_id", "?")
     exc = context.get("exception")
     detail = str(exc) if exc is not None else "the task failed (no exception recorded)"
     if len(detail) > MAX_DETAIL:
         detail = detail[:MAX_DETAIL] + " ... (truncated; full text in the task log)"
     lines = [
         f":red_circle: *{dag_id}* failed for metric_date *{ds}*",
-        f"Task `{task_id}` (try {getattr(ti, 'try_number', '?')}), run `{context.get('run_id', '?')}`",
+        f"Task `{task_id}` (try {getattr(ti, 'try_number', '?')}), run `{run_id}`",
         f"What failed: {detail}",
     ]
     if task_id != "publish" and dag_id != "metrics_unified":
         lines.append("Published data: unchanged; readers still see the last good day.")
-    lines.append(f"Rerun: `make dag DAG={dag_id} DATE={ds}` locally, or in Airflow "
-                 f"`airflow tasks clear {dag_id} -s {ds} -e {ds} --yes`")
+    if day and dag_id != "metrics_unified":
+        lines.append(f"Rerun once fixed: clear the failed task of run `{run_id}` in the Airflow UI, "
+                     f"or `airflow dags trigger {dag_id} --conf '{{\"metric_date\": \"{ds}\"}}'`; "
+                     f"locally `make run DATE={ds}` (every domain and the fan-in)")
+    else:
+        lines.append(f"Rerun once fixed: clear the failed task of run `{run_id}` in the Airflow UI, "
+                     f"or `airflow dags trigger {dag_id}`")
     url = getattr(ti, "log_url", None)
     if url:
         lines.append(f"Log: {url}")

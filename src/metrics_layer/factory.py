@@ -3,29 +3,42 @@
 Parse time reads only the YAML registry: no database, Variable, connection or GX access. Each
 task imports what it needs when it runs.
 
-Domain DAG (dag_id = table name), one metric_date = the run's logical date:
+Domain DAG (dag_id = table name), one metric_date per run (see metrics_layer.runctx):
     check_sources >> refresh_state >> build >> validate >> publish  (publish emits the Asset)
-Fan-in DAG `metrics_unified`, scheduled on the four domain Assets:
-    dates_to_build >> build_unified
+Fan-in DAG `metrics_unified`, scheduled on ANY domain Asset, rebuilds only the stale
+(domain, metric_date) slices: one domain failing never freezes the other three.
+
+Errors: a permanent one (bad data, a missing database, role or relation, bad SQL) fails the task
+at once and alerts; a transient one (refused connection, timeout, deadlock, lock timeout) is
+retried inside the task with backoff, then by Airflow (`retries`, exponential backoff).
 """
 
 from __future__ import annotations
 
 import functools
-from datetime import date, timedelta
+import logging
+from datetime import timedelta
 
 import pendulum
-from airflow.sdk import DAG, Asset, Param, chain, task
+from airflow.sdk import DAG, Asset, AssetAny, Param, chain, get_current_context, task
+from airflow.timetables.trigger import CronTriggerTimetable
 
 from metrics_layer.alerts import SlackAlertNotifier
 from metrics_layer.registry import Domain, load_registry
+from metrics_layer.runctx import DATE_PATTERN
+
+log = logging.getLogger(__name__)
 
 WAREHOUSE_CONN_ID = "metrics_warehouse"
 START_DATE = pendulum.datetime(2026, 1, 1, tz="UTC")
-# The fan-in waits for these four domain tables, whether or not their registry files exist yet.
+# The fan-in follows these four domain tables, whether or not their registry files exist yet.
 FAN_IN_TABLES = ("metrics_customer_success", "metrics_sales", "metrics_product_analytics",
                  "metrics_marketing")
 UNIFIED_DAG_ID = "metrics_unified"
+# Every day at 00:00 UTC, logical date = that day, whatever [scheduler] create_cron_data_intervals
+# says (an explicit timetable is not affected by it).
+DAILY = CronTriggerTimetable("0 0 * * *", timezone="UTC")
+TASK_TIMEOUT = timedelta(hours=1)
 
 
 def table_asset(table: str) -> Asset:
@@ -37,29 +50,49 @@ def table_asset(table: str) -> Asset:
 def default_args(owner: str) -> dict:
     return {
         "owner": owner,
-        "retries": 2,
-        "retry_delay": timedelta(minutes=5),
-        "retry_exponential_backoff": True,
+        # only transient errors reach these retries: permanent ones raise AirflowFailException
+        "retries": 3,
+        "retry_delay": timedelta(minutes=1),
+        "retry_exponential_backoff": 2.0,
+        "max_retry_delay": timedelta(minutes=15),
+        "execution_timeout": TASK_TIMEOUT,
         "on_failure_callback": SlackAlertNotifier(),
     }
 
 
-def _fail_fast(fn):
-    """Bad input is not fixed by retrying: MetricsError becomes AirflowFailException (no
-    retries, message kept for the alert). Other errors (network, locks) keep their retries."""
+def _task_errors(fn):
+    """Permanent errors fail at once (AirflowFailException: no retries, the message is what
+    the alert shows); transient ones are re-raised for Airflow's retries, with a log line."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        from airflow.sdk.exceptions import AirflowFailException
+        from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
-        from metrics_layer.errors import MetricsError
+        from metrics_layer.errors import MetricsError, describe, is_transient
 
         try:
             return fn(*args, **kwargs)
-        except MetricsError as exc:
-            raise AirflowFailException(str(exc)) from exc
+        except AirflowException:
+            raise
+        except Exception as exc:
+            if is_transient(exc):
+                log.warning("transient error, Airflow retries this task with backoff: %s", describe(exc))
+                raise
+            if isinstance(exc, MetricsError):
+                raise AirflowFailException(str(exc)) from exc
+            raise AirflowFailException(
+                f"{describe(exc)}. A permanent error (missing database, role, relation or column, "
+                "failed authentication, bad SQL, a bug): not retried; fix it and rerun.") from exc
 
     return wrapper
+
+
+def _run_facts():
+    """(context, metric_date, run_id) of the running task."""
+    from metrics_layer.runctx import metric_date
+
+    context = get_current_context()
+    return context, metric_date(context), context["run_id"]
 
 
 def _doc(domain: Domain, intro: str) -> str:
@@ -83,71 +116,85 @@ def domain_dag(domain_name: str, doc_md: str = "") -> DAG:
 
     with DAG(
         dag_id=domain.table,
-        schedule="@daily",
+        schedule=DAILY,
         start_date=START_DATE,
         catchup=False,
         max_active_runs=3,
         default_args=default_args(domain.owner),
         tags=["metrics", f"domain:{domain.name}"],
         doc_md=_doc(domain, doc_md or domain.description),
-        params={"lookback_days": Param(1, type="integer", minimum=0, maximum=30,
-                                       description="also rebuild this many days of state "
-                                       "before the metric_date (late-arriving data)")},
+        params={
+            "lookback_days": Param(1, type="integer", minimum=0, maximum=30,
+                                   description="also rebuild this many days of state before the "
+                                   "metric_date (late-arriving data)"),
+            "metric_date": Param(None, type=["null", "string"], pattern=DATE_PATTERN,
+                                 description="build this date (YYYY-MM-DD) instead of the run's "
+                                 "logical date; a run without a logical date builds its run date"),
+        },
     ) as dag:
 
         @task
-        @_fail_fast
+        @_task_errors
         def check_sources():
-            """Fail with one clear message if a source table is missing or empty."""
+            """Migrate the schema if the registry changed; fail with one clear message if a
+            source table is missing or empty."""
             from metrics_layer import pipeline
 
-            with pipeline.connect(WAREHOUSE_CONN_ID) as conn:
+            _, day, _ = _run_facts()
+
+            def step(conn):
                 pipeline.ensure_schema(conn)
                 pipeline.check_sources(conn, domain)
 
+            pipeline.run(step)
+            return day.isoformat()
+
         @task
-        @_fail_fast
-        def refresh_state(ds=None, params=None):
+        @_task_errors
+        def refresh_state():
             """Build the compact daily state the rolling windows read."""
             from metrics_layer import pipeline
 
-            d = date.fromisoformat(ds)
-            with pipeline.connect(WAREHOUSE_CONN_ID) as conn:
-                return {s: [str(x) for x in pipeline.refresh_state(
-                            conn, s, d, params["lookback_days"], domain.state_window_days)]
-                        for s in domain.states}
+            context, day, _ = _run_facts()
+            lookback = context["params"]["lookback_days"]
+            return {s: [str(x) for x in pipeline.run(pipeline.refresh_state, s, day, lookback,
+                                                      domain.state_window_days)]
+                    for s in domain.states}
 
         @task
-        @_fail_fast
-        def build(ds=None):
-            """Compute the metric_date into metrics_staging (one transaction)."""
+        @_task_errors
+        def build():
+            """Compute the metric_date into this run's slice of metrics_staging."""
             from metrics_layer import pipeline
 
-            with pipeline.connect(WAREHOUSE_CONN_ID) as conn:
-                return pipeline.build_staging(conn, domain, date.fromisoformat(ds))
+            _, day, run_id = _run_facts()
+            return pipeline.run(pipeline.build_staging, domain, day, run_id)
 
         @task
-        @_fail_fast
-        def validate(ds=None):
-            """Run the tier-1 expectation suite on the staged day; failure blocks publish."""
+        @_task_errors
+        def validate():
+            """Run the tier-1 expectation suite on the staged slice; failure blocks publish."""
             from metrics_layer import pipeline, validation
             from metrics_layer.errors import ValidationFailed
 
-            summary = validation.validate_day(domain, date.fromisoformat(ds),
-                                              pipeline.STAGING_SCHEMA, WAREHOUSE_CONN_ID)
+            _, day, run_id = _run_facts()
+            for attempt in pipeline.transient_retrying("validate"):
+                with attempt:
+                    summary = validation.validate_day(domain, day, run_id, WAREHOUSE_CONN_ID)
+            pipeline.run(pipeline.record_validation, domain, day, run_id, summary)
             if not summary.success:
                 raise ValidationFailed(summary.describe())
             return summary.evaluated
 
         @task(outlets=[asset])
-        @_fail_fast
-        def publish(ds=None, run_id=None, outlet_events=None):
-            """Swap the validated day into entity (one transaction) and emit the Asset."""
+        @_task_errors
+        def publish(outlet_events=None):
+            """Swap the validated slice into entity (one transaction) and emit the Asset."""
             from metrics_layer import pipeline
 
-            with pipeline.connect(WAREHOUSE_CONN_ID) as conn:
-                rows = pipeline.publish(conn, domain, date.fromisoformat(ds), run_id)
-            outlet_events[asset].extra = {"metric_date": ds, "rows": rows}
+            _, day, run_id = _run_facts()
+            rows = pipeline.run(pipeline.publish, domain, day, run_id)
+            outlet_events[asset].extra = {"metric_date": day.isoformat(), "rows": rows}
             return rows
 
         chain(check_sources(), refresh_state(), build(), validate(), publish())
@@ -158,37 +205,37 @@ def unified_dag(doc_md: str = "") -> DAG:
     unified = table_asset("metrics_unified_domains")
     with DAG(
         dag_id=UNIFIED_DAG_ID,
-        schedule=[table_asset(t) for t in FAN_IN_TABLES],
+        # any domain publishing is enough: the run rebuilds the slices that are stale
+        schedule=AssetAny(*(table_asset(t) for t in FAN_IN_TABLES)),
         start_date=START_DATE,
         catchup=False,
         max_active_runs=1,
         default_args=default_args("metrics-platform"),
         tags=["metrics", "fan-in"],
         doc_md=doc_md,
-        params={"metric_dates": Param([], type="array", items={"type": "string", "format": "date"},
-                                      description="force a rebuild of these dates; empty = every "
-                                      "date a domain published since the last unified build")},
+        params={"metric_dates": Param([], type="array", items={"type": "string", "pattern": DATE_PATTERN},
+                                      description="also rebuild every domain's slice of these dates; "
+                                      "empty = only the slices a domain republished since")},
     ) as dag:
 
-        @task
-        def dates_to_build(params=None):
-            from metrics_layer import pipeline
-
-            with pipeline.connect(WAREHOUSE_CONN_ID) as conn:
-                pipeline.ensure_schema(conn)
-                if params["metric_dates"]:
-                    return sorted(set(params["metric_dates"]))
-                return [d.isoformat() for d in pipeline.unified_dates(conn)]
-
         @task(outlets=[unified])
-        @_fail_fast
-        def build_unified(dates: list[str], run_id=None, outlet_events=None):
+        @_task_errors
+        def build_unified(outlet_events=None):
+            """Rebuild the stale (domain, metric_date) slices of metrics_unified_domains."""
+            from datetime import date
+
             from metrics_layer import pipeline
 
-            with pipeline.connect(WAREHOUSE_CONN_ID) as conn:  # schema ensured by dates_to_build
-                rows = pipeline.build_unified(conn, [date.fromisoformat(d) for d in dates], run_id)
-            outlet_events[unified].extra = {"metric_dates": dates, "rows": rows}
-            return rows
+            context = get_current_context()
+            forced = [date.fromisoformat(d) for d in context["params"]["metric_dates"]]
 
-        build_unified(dates_to_build())
+            def step(conn):
+                pipeline.ensure_schema(conn)
+                return pipeline.build_unified(conn, context["run_id"], forced)
+
+            summary = pipeline.run(step)
+            outlet_events[unified].extra = {"rebuilt": summary}
+            return summary
+
+        build_unified()
     return dag

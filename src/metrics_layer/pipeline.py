@@ -3,28 +3,115 @@ connection (autocommit on; each step opens its own transaction). Airflow tasks a
 the same functions. Python only orchestrates: every row is computed and moved inside Postgres.
 
 A domain day flows: check_sources -> refresh_state -> build_staging -> (validate) -> publish.
-The build writes metrics_staging.<table>; publish swaps the day into entity.<table> in one
-transaction, so readers see the old day or the new day and a failed validation leaves the last
-good data in place.
+The build writes the run's own slice of metrics_staging.<table> (keyed by a stage id derived
+from the run id, so two runs of one date never share rows and every task can be retried);
+publish swaps that slice into entity.<table> in one transaction, so readers see the old day or
+the new day and a failed validation leaves the last good data in place.
+
+Every session sets its own search_path, time zone (UTC), lock_timeout, statement_timeout and
+idle-in-transaction timeout (`session_settings`): the layer never depends on the warehouse's or
+the role's defaults, and a long reader can delay a step by at most the lock timeout. DDL runs
+only in the migrate step, when the registry's schema hash differs from the one applied.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import os
+import re
 import time
 from dataclasses import dataclass
 from datetime import date, timedelta
 
 from metrics_layer import catalog, sqlrender
-from metrics_layer.errors import BuildError, SourceContractError
+from metrics_layer.errors import BuildError, SourceContractError, WarehouseBusy, describe, is_transient
 from metrics_layer.paths import SQL_DIR
 from metrics_layer.registry import Domain, load_registry
 
 log = logging.getLogger(__name__)
 
+WAREHOUSE_CONN_ID = "metrics_warehouse"
 ENTITY_SCHEMA = "entity"
 STAGING_SCHEMA = "metrics_staging"
 UNIFIED_TABLE = "metrics_unified_domains"
+SEARCH_PATH = '"$user", public, entity'
+# abandoned staged slices (a run killed for good) are swept after this long
+STAGE_TTL = timedelta(days=2)
+
+
+def session_settings() -> dict[str, str]:
+    """Per-session settings of every connection the layer opens (env overrides in brackets):
+    lock_timeout [METRICS_LOCK_TIMEOUT], statement_timeout [METRICS_STATEMENT_TIMEOUT],
+    idle_in_transaction_session_timeout [METRICS_IDLE_TIMEOUT]."""
+    return {
+        "search_path": SEARCH_PATH,
+        "timezone": "UTC",
+        "lock_timeout": os.environ.get("METRICS_LOCK_TIMEOUT", "30s"),
+        "statement_timeout": os.environ.get("METRICS_STATEMENT_TIMEOUT", "30min"),
+        "idle_in_transaction_session_timeout": os.environ.get("METRICS_IDLE_TIMEOUT", "10min"),
+        "application_name": "metrics_layer",
+    }
+
+
+def apply_session_settings(conn) -> None:
+    """Set `session_settings()` on `conn` in one round trip (session level, not per transaction).
+    On PostgreSQL 14+ the server also checks every 5 s that the client is still there, so a
+    killed task's statement is cancelled instead of running on."""
+    settings = session_settings()
+    if conn.info.server_version >= 140000:
+        settings["client_connection_check_interval"] = "5s"
+    names = list(settings)
+    select = ", ".join("set_config(%s, %s, false)" for _ in names)
+    args = [x for name in names for x in (name, settings[name])]
+    with conn.cursor() as cur:
+        cur.execute(f"select {select}", args)  # noqa: S608 - placeholders only
+    if not conn.autocommit:
+        conn.commit()
+
+
+def transient_retrying(what: str, attempts: int | None = None):
+    """tenacity's Retrying for transient errors: exponential backoff (2, 4, 8 s ...), each retry
+    logged with the error; permanent errors are re-raised at once."""
+    import tenacity
+
+    attempts = attempts or int(os.environ.get("METRICS_TRANSIENT_ATTEMPTS", "4"))
+
+    def _log(state: tenacity.RetryCallState) -> None:
+        log.warning("%s: transient error (%s); retry %d of %d in %.0fs", what,
+                    describe(state.outcome.exception()), state.attempt_number, attempts - 1,
+                    state.next_action.sleep if state.next_action else 0)
+
+    return tenacity.Retrying(
+        retry=tenacity.retry_if_exception(is_transient),
+        stop=tenacity.stop_after_attempt(attempts),
+        wait=tenacity.wait_exponential(multiplier=1, min=2, max=30),
+        before_sleep=_log,
+        reraise=True,
+    )
+
+
+def connect(conn_id: str = WAREHOUSE_CONN_ID, *, autocommit: bool = True):
+    """A psycopg connection for the Airflow connection `conn_id` (every extra of the connection
+    kept: socket host, sslmode, options ...), with the layer's session settings."""
+    from airflow.providers.postgres.hooks.postgres import PostgresHook
+
+    for attempt in transient_retrying(f"connect to {conn_id}"):
+        with attempt:
+            conn = PostgresHook(postgres_conn_id=conn_id).get_conn()
+            conn.autocommit = autocommit
+            apply_session_settings(conn)
+    return conn
+
+
+def run(step, *args, conn_id: str = WAREHOUSE_CONN_ID, **kwargs):
+    """Run `step(conn, *args, **kwargs)` on a fresh connection, retrying transient errors (a new
+    connection each attempt: after a server restart the old one is gone). Every step is one
+    transaction or idempotent, so a retry cannot double-apply anything."""
+    for attempt in transient_retrying(getattr(step, "__name__", "step")):
+        with attempt:
+            with connect(conn_id) as conn:
+                return step(conn, *args, **kwargs)
 
 
 @dataclass(frozen=True)
@@ -49,28 +136,80 @@ def states() -> dict[str, StateSpec]:
             if (p / "build.sql").exists()}
 
 
-def connect(conn_id: str = "metrics_warehouse"):
-    """A psycopg connection for the Airflow connection `conn_id` (autocommit on)."""
-    from airflow.providers.postgres.hooks.postgres import PostgresHook
-
-    conn = PostgresHook(postgres_conn_id=conn_id).get_conn()
-    conn.autocommit = True
-    return conn
-
-
 def _utc(cur) -> None:
-    # day boundaries are UTC days, whatever the server's or role's time zone
+    # day boundaries are UTC days (the session is UTC already; this guards a caller's own conn)
     cur.execute("set local time zone 'UTC'")
+
+
+def _advisory_xact_lock(cur, key: str, wait: str = "15min") -> None:
+    """Serialize on `key` for the rest of the transaction; waiting for another run of the layer
+    is normal, so the wait may exceed the session's lock_timeout (meant for readers' locks)."""
+    cur.execute("select set_config('lock_timeout', %s, true)", (wait,))
+    cur.execute("select pg_advisory_xact_lock(hashtext(%s))", (key,))
+    cur.execute("select set_config('lock_timeout', %s, true)", (session_settings()["lock_timeout"],))
+
+
+def lock_holders(conn) -> list[str]:
+    """Other sessions holding locks on the layer's tables, longest transaction first."""
+    with conn.cursor() as cur:
+        cur.execute(
+            r"""
+            select distinct a.pid, a.usename, a.state,
+                   extract(epoch from now() - a.xact_start)::int as seconds,
+                   left(regexp_replace(a.query, '\s+', ' ', 'g'), 100) as query
+            from pg_locks as l
+            join pg_class as c on c.oid = l.relation
+            join pg_namespace as n on n.oid = c.relnamespace
+            join pg_stat_activity as a on a.pid = l.pid
+            where l.granted and a.pid <> pg_backend_pid()
+              and n.nspname in ('entity', 'metrics_staging', 'metrics_state', 'metrics_ops')
+            order by seconds desc nulls last
+            limit 5
+            """
+        )
+        return [f"pid {pid} ({user}, {state}, in transaction {secs}s): {query}"
+                for pid, user, state, secs, query in cur.fetchall()]
+
+
+class _busy_on_lock_timeout:
+    """Turn a lock timeout into WarehouseBusy naming the sessions in the way (transient)."""
+
+    def __init__(self, conn, what: str):
+        self.conn, self.what = conn, what
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        import psycopg
+
+        if isinstance(exc, psycopg.errors.LockNotAvailable):
+            holders = lock_holders(self.conn)
+            raise WarehouseBusy(
+                f"{self.what}: could not get a lock within lock_timeout "
+                f"({session_settings()['lock_timeout']}); nothing was changed. Sessions holding "
+                f"locks on the layer's tables: {'; '.join(holders) or 'none any more'}. "
+                "The step is retried with backoff."
+            ) from exc
+        return False
 
 
 # ---------------------------------------------------------------------------- schema
 
+def stage_key(run_id: str | None) -> str:
+    """The staging slice of a run: a short hash of its run id (safe as a SQL literal)."""
+    return "s" + hashlib.sha1((run_id or "adhoc").encode()).hexdigest()[:15]
+
+
 def _create_table_sql(schema: str, domain: Domain) -> list[str]:
     cols = domain.table_columns
+    staging = schema == STAGING_SCHEMA
     body = ",\n    ".join(f"{c} {t}" for c, t in cols.items())
+    prefix = "stage_id text not null,\n    staged_at timestamptz not null default now(),\n    " if staging else ""
+    key = (("stage_id",) if staging else ()) + domain.key_columns
     stmts = [
-        f"create table if not exists {schema}.{domain.table} (\n    {body},\n"
-        f"    primary key ({', '.join(domain.key_columns)})\n)"
+        f"create table if not exists {schema}.{domain.table} (\n    {prefix}{body},\n"
+        f"    primary key ({', '.join(key)})\n)"
     ]
     # new registry entries become new (null) columns; nothing is ever dropped automatically
     stmts += [f"alter table {schema}.{domain.table} add column if not exists {c} {t}"
@@ -78,18 +217,74 @@ def _create_table_sql(schema: str, domain: Domain) -> list[str]:
     return stmts
 
 
-def ensure_schema(conn) -> None:
-    """Create the layer's schemas, bookkeeping, state and every registry table, and refresh
-    entity.metrics_catalog from the registry (idempotent, one transaction)."""
-    with conn.transaction(), conn.cursor() as cur:
-        cur.execute("select pg_advisory_xact_lock(hashtext('metrics_layer:ddl'))")
-        for path in sorted((SQL_DIR / "ops").glob("*.sql")) + sorted((SQL_DIR / "state").glob("*/table.sql")):
-            cur.execute(path.read_text())
+def schema_statements() -> list[str]:
+    """Every DDL statement of the layer, in order (what `migrate` applies)."""
+    stmts = [p.read_text() for p in sorted((SQL_DIR / "ops").glob("*.sql"))]
+    stmts += [p.read_text() for p in sorted((SQL_DIR / "state").glob("*/table.sql"))]
+    for domain in load_registry().values():
+        for schema in (ENTITY_SCHEMA, STAGING_SCHEMA):
+            stmts += _create_table_sql(schema, domain)
+    return stmts
+
+
+def schema_hash() -> str:
+    h = hashlib.sha256()
+    for part in [*schema_statements(), repr(catalog.catalog_rows()),
+                 (SQL_DIR / "roles" / "metrics_reader.sql").read_text()]:
+        h.update(part.encode())
+    return h.hexdigest()[:16]
+
+
+def applied_schema_hash(conn) -> str | None:
+    with conn.cursor() as cur:
+        cur.execute("select to_regclass('metrics_ops.schema_version') is not null")
+        if not cur.fetchone()[0]:
+            return None
+        cur.execute("select schema_hash from metrics_ops.schema_version")
+        row = cur.fetchone()
+        return row[0] if row else None
+
+
+def ensure_schema(conn) -> bool:
+    """Migrate when the registry's schema differs from the one applied; otherwise one cheap
+    read and no lock on any table. Returns True when DDL ran."""
+    if applied_schema_hash(conn) == schema_hash():
+        return False
+    migrate(conn)
+    return True
+
+
+def migrate(conn) -> str:
+    """Create the layer's schemas, bookkeeping, state and every registry table (new registry
+    metrics become new columns), refresh entity.metrics_catalog, grant the read-only role, and
+    record the schema hash. One transaction; a lock timeout names the sessions in the way."""
+    target = schema_hash()
+    with _busy_on_lock_timeout(conn, "schema migration"), conn.transaction(), conn.cursor() as cur:
+        _advisory_xact_lock(cur, "metrics_layer:ddl")
+        if applied_schema_hash(conn) == target:  # another run migrated while we waited
+            return target
+        started = time.monotonic()
         for domain in load_registry().values():
-            for schema in (ENTITY_SCHEMA, STAGING_SCHEMA):
-                for stmt in _create_table_sql(schema, domain):
-                    cur.execute(stmt)
+            # staging from before per-run slices (no stage_id): transient data, recreate it
+            cur.execute("select to_regclass(%s) is not null and not exists (select 1 from "
+                        "information_schema.columns where table_schema = %s and table_name = %s "
+                        "and column_name = 'stage_id')",
+                        (f"{STAGING_SCHEMA}.{domain.table}", STAGING_SCHEMA, domain.table))
+            if cur.fetchone()[0]:
+                cur.execute(f"drop table {STAGING_SCHEMA}.{domain.table}")
+        for stmt in schema_statements():
+            cur.execute(stmt)
         catalog.sync_catalog(cur)
+        # the read-only BI role; without CREATEROLE the DO block only raises a notice
+        cur.execute((SQL_DIR / "roles" / "metrics_reader.sql").read_text())
+        cur.execute(
+            "insert into metrics_ops.schema_version (id, schema_hash, applied_at) "
+            "values (true, %s, now()) on conflict (id) do update "
+            "set schema_hash = excluded.schema_hash, applied_at = excluded.applied_at",
+            (target,),
+        )
+    log.info("schema migrated to %s in %.2fs", target, time.monotonic() - started)
+    return target
 
 
 # ---------------------------------------------------------------------------- sources
@@ -137,7 +332,7 @@ def refresh_state(conn, state: str, metric_date: date, lookback_days: int = 1,
     with conn.transaction(), conn.cursor() as cur:
         _utc(cur)
         # one builder per state at a time: concurrent runs would rebuild the same days
-        cur.execute("select pg_advisory_xact_lock(hashtext(%s))", (f"metrics_layer:state:{state}",))
+        _advisory_xact_lock(cur, f"metrics_layer:state:{state}")
         cur.execute(
             "select activity_date from metrics_ops.state_days "
             "where state = %s and activity_date >= %s and activity_date < %s",
@@ -171,33 +366,40 @@ def build_select(domain: Domain) -> str:
     return sqlrender.render(domain.build_sql)
 
 
-def build_staging(conn, domain: Domain, metric_date: date) -> int:
-    """Compute one metric_date into metrics_staging.<table> in one transaction. Returns rows."""
+def build_staging(conn, domain: Domain, metric_date: date, run_id: str | None = None) -> int:
+    """Compute one metric_date into the run's slice of metrics_staging.<table> (one
+    transaction; a retry replaces the slice). Returns rows."""
     import psycopg
 
     cols = ", ".join(domain.built_columns)
     target = f"{STAGING_SCHEMA}.{domain.table}"
+    stage = stage_key(run_id)
     started = time.monotonic()
     try:
         with conn.transaction(), conn.cursor() as cur:
             _utc(cur)
-            cur.execute(f"delete from {target} where metric_date = %s", (metric_date,))  # noqa: S608
+            # this run's earlier try, and slices abandoned by runs killed for good
+            cur.execute(f"delete from {target} where (stage_id = %s and metric_date = %s) "  # noqa: S608
+                        "or staged_at < now() - %s", (stage, metric_date, STAGE_TTL))
             cur.execute(
-                f"insert into {target} ({cols})\nselect {cols} from (\n{build_select(domain)}\n) as q",  # noqa: S608
-                {"metric_date": metric_date},
+                f"insert into {target} (stage_id, {cols})\n"  # noqa: S608
+                f"select %(stage_id)s, {cols} from (\n{build_select(domain)}\n) as q",
+                {"metric_date": metric_date, "stage_id": stage},
             )
             rows = cur.rowcount
-            # every inserted row must be for this date (other staged dates may legitimately exist:
-            # a day that failed validation, or another run between build and publish)
-            cur.execute(f"select count(*) from {target} where metric_date = %s", (metric_date,))  # noqa: S608
+            # every inserted row must be for this date
+            cur.execute(f"select count(*) from {target} where stage_id = %s and metric_date = %s",  # noqa: S608
+                        (stage, metric_date))
             if cur.fetchone()[0] != rows:
                 raise BuildError(f"{domain.table}: the build query returned rows for a metric_date "
                                  f"other than {metric_date}")
     except psycopg.errors.UniqueViolation as exc:
+        # the slice belongs to this run alone: a duplicate key is the build query's own output
+        detail = re.sub(r"\(stage_id, (.*)\)=\(s[0-9a-f]+, ", r"(\1)=(", exc.diag.message_detail or "")
         raise BuildError(
-            f"{domain.table} for {metric_date}: the build produced duplicate keys "
-            f"({', '.join(domain.key_columns)}): {exc.diag.message_detail}. Check the sources "
-            "for duplicated entities."
+            f"{domain.table} for {metric_date}: the build query produced duplicate keys "
+            f"({', '.join(domain.key_columns)}): {detail.removesuffix(' already exists.')}. "
+            "Check the sources for duplicated entities."
         ) from exc
     if rows == 0:
         raise BuildError(
@@ -205,99 +407,163 @@ def build_staging(conn, domain: Domain, metric_date: date) -> int:
             f"{domain.entity_type} as of that date). Check that the sources cover the date; "
             "nothing was published and the last good data is in place."
         )
-    log.info("%s %s: built %d rows into staging in %.2fs", domain.table, metric_date, rows,
-             time.monotonic() - started)
+    log.info("%s %s: built %d rows into staging slice %s in %.2fs", domain.table, metric_date,
+             rows, stage, time.monotonic() - started)
     return rows
 
 
 def publish(conn, domain: Domain, metric_date: date, run_id: str | None = None) -> int:
-    """Swap the staged day into entity.<table> in one transaction; log the publication."""
+    """Swap the run's staged slice into entity.<table> in one transaction and log the
+    publication. Idempotent: a retry after a commit finds the run's publication and returns its
+    row count. Two runs of one date serialize here; the later publication wins."""
     cols = ", ".join(domain.table_columns)
-    with conn.transaction(), conn.cursor() as cur:
-        cur.execute("select pg_advisory_xact_lock(hashtext(%s))",
-                    (f"metrics_layer:publish:{domain.table}:{metric_date}",))
+    stage = stage_key(run_id)
+    with (_busy_on_lock_timeout(conn, f"publish {domain.table} {metric_date}"),
+          conn.transaction(), conn.cursor() as cur):
+        _advisory_xact_lock(cur, f"metrics_layer:publish:{domain.table}:{metric_date}")
+        cur.execute(f"select count(*) from {STAGING_SCHEMA}.{domain.table} "  # noqa: S608
+                    "where stage_id = %s and metric_date = %s", (stage, metric_date))
+        if cur.fetchone()[0] == 0:
+            cur.execute("select row_count from metrics_ops.publish_history where target = %s "
+                        "and metric_date = %s and run_id is not distinct from %s "
+                        "order by version desc limit 1", (domain.table, metric_date, run_id))
+            done = cur.fetchone()
+            if done:
+                log.info("%s %s: already published by this run (%d rows); nothing to do",
+                         domain.table, metric_date, done[0])
+                return done[0]
+            raise BuildError(f"{domain.table} for {metric_date}: nothing staged to publish for run "
+                             f"{run_id!r} (slice {stage}); run the build step of this run first")
         cur.execute(f"delete from {ENTITY_SCHEMA}.{domain.table} where metric_date = %s", (metric_date,))  # noqa: S608
         cur.execute(
             f"insert into {ENTITY_SCHEMA}.{domain.table} ({cols}) "  # noqa: S608
-            f"select {cols} from {STAGING_SCHEMA}.{domain.table} where metric_date = %s",
-            (metric_date,),
+            f"select {cols} from {STAGING_SCHEMA}.{domain.table} where stage_id = %s and metric_date = %s",
+            (stage, metric_date),
         )
         rows = cur.rowcount
-        if rows == 0:
-            raise BuildError(f"{domain.table} for {metric_date}: nothing staged to publish; "
-                             "run the build first")
-        cur.execute(f"delete from {STAGING_SCHEMA}.{domain.table} where metric_date = %s", (metric_date,))  # noqa: S608
+        cur.execute(f"delete from {STAGING_SCHEMA}.{domain.table} where stage_id = %s "  # noqa: S608
+                    "and metric_date = %s", (stage, metric_date))
         _log_publication(cur, domain.table, [metric_date], run_id, rows)
     log.info("%s %s: published %d rows", domain.table, metric_date, rows)
     return rows
 
 
 def _log_publication(cur, target: str, dates: list[date], run_id: str | None, rows: int) -> None:
+    """One new version per (target, date); the latest in publish_log, every one in history."""
     cur.execute(
-        "insert into metrics_ops.publish_log (target, metric_date, published_at, run_id, row_count) "
-        "select %s, d, clock_timestamp(), %s, %s from unnest(%s::date[]) as d "
-        "on conflict (target, metric_date) do update set published_at = excluded.published_at, "
-        "run_id = excluded.run_id, row_count = excluded.row_count",
-        (target, run_id, rows, dates),
+        """
+        with pub as (
+            insert into metrics_ops.publish_history
+                (version, target, metric_date, run_id, row_count, published_at)
+            select nextval('metrics_ops.publish_version'), %(target)s, d, %(run_id)s, %(rows)s,
+                   clock_timestamp()
+            from unnest(%(dates)s::date[]) as d
+            returning version, target, metric_date, run_id, row_count, published_at
+        )
+        insert into metrics_ops.publish_log
+            (target, metric_date, published_at, run_id, row_count, version)
+        select target, metric_date, published_at, run_id, row_count, version from pub
+        on conflict (target, metric_date) do update set published_at = excluded.published_at,
+            run_id = excluded.run_id, row_count = excluded.row_count, version = excluded.version
+        """,
+        {"target": target, "run_id": run_id, "rows": rows, "dates": dates},
     )
 
 
-def stage(conn, domain: Domain, metric_date: date, lookback_days: int = 1) -> int:
+def record_validation(conn, domain: Domain, metric_date: date, run_id: str | None, summary) -> None:
+    """Store a validation outcome in metrics_ops.validation_log (the UI page and history)."""
+    import json
+
+    conn.execute(
+        "insert into metrics_ops.validation_log (target, metric_date, run_id, validated_at, success, "
+        "evaluated, failures) values (%s, %s, %s, now(), %s, %s, %s::jsonb) "
+        "on conflict (target, metric_date, run_id) do update set validated_at = excluded.validated_at, "
+        "success = excluded.success, evaluated = excluded.evaluated, failures = excluded.failures",
+        (domain.table, metric_date, run_id or "adhoc", summary.success, summary.evaluated,
+         json.dumps([f.__dict__ for f in summary.failures])),
+    )
+
+
+def stage(conn, domain: Domain, metric_date: date, lookback_days: int = 1,
+          run_id: str | None = None) -> int:
     """Schema, source checks, state and build: the day staged and ready to validate."""
     ensure_schema(conn)
     check_sources(conn, domain)
     for state in domain.states:
         refresh_state(conn, state, metric_date, lookback_days, domain.state_window_days)
-    return build_staging(conn, domain, metric_date)
+    return build_staging(conn, domain, metric_date, run_id)
 
 
 def refresh_domain(conn, domain: Domain, metric_date: date, run_id: str | None = None,
                    lookback_days: int = 1) -> int:
     """Everything but validation, for tools and tests that want a published day in one call."""
-    stage(conn, domain, metric_date, lookback_days)
+    stage(conn, domain, metric_date, lookback_days, run_id)
     return publish(conn, domain, metric_date, run_id)
 
 
 # ---------------------------------------------------------------------------- fan-in
 
-def unified_dates(conn) -> list[date]:
-    """metric_dates some domain published after the last unified build of that date."""
-    tables = [d.table for d in load_registry().values()]
+def stale_slices(conn) -> dict[str, list[date]]:
+    """Per domain, the metric_dates whose latest publication is newer than the one its slice of
+    metrics_unified_domains was built from (or that have no slice yet)."""
+    domains = list(load_registry().values())
     with conn.cursor() as cur:
         cur.execute(
             """
-            select p.metric_date
-            from metrics_ops.publish_log as p
-            left join metrics_ops.publish_log as u
-                on u.target = %(unified)s and u.metric_date = p.metric_date
-            where p.target = any(%(tables)s)
-            group by p.metric_date, u.published_at
-            having max(p.published_at) > coalesce(u.published_at, '-infinity')
-            order by p.metric_date
+            select d.domain, p.metric_date
+            from unnest(%(tables)s::text[], %(names)s::text[]) as d (target, domain)
+            join metrics_ops.publish_log as p on p.target = d.target
+            left join metrics_ops.unified_slices as s
+                on s.domain = d.domain and s.metric_date = p.metric_date
+            where coalesce(p.version, 0) > coalesce(s.source_version, -1)
+            order by 1, 2
             """,
-            {"unified": UNIFIED_TABLE, "tables": tables},
+            {"tables": [d.table for d in domains], "names": [d.name for d in domains]},
         )
-        return [r[0] for r in cur.fetchall()]
+        out: dict[str, list[date]] = {}
+        for name, d in cur.fetchall():
+            out.setdefault(name, []).append(d)
+        return out
 
 
-def build_unified(conn, dates: list[date], run_id: str | None = None) -> int:
-    """Rebuild metrics_unified_domains for `dates` in one transaction, unpivoting every
-    implemented metric of every domain whose table exists. Returns rows written."""
-    if not dates:
-        return 0
+def build_unified(conn, run_id: str | None = None, force_dates: list[date] | None = None) -> dict:
+    """Rebuild the stale (domain, metric_date) slices of metrics_unified_domains (plus every
+    domain's slice of `force_dates`) in one transaction. Each domain's slice is inserted by one
+    statement that also records the publication version it read, from the same snapshot: a
+    domain publishing meanwhile stays stale and is picked up by the next run. Returns
+    {domain: rows}."""
+    registry = load_registry()
     with conn.transaction(), conn.cursor() as cur:
-        cur.execute("select pg_advisory_xact_lock(hashtext('metrics_layer:unified'))")
-        # a domain added to the registry but never built yet has no table: nothing to unpivot
+        _advisory_xact_lock(cur, "metrics_layer:unified")
+        work = stale_slices(conn)
+        for name in registry:
+            if force_dates:
+                work[name] = sorted(set(work.get(name, [])) | set(force_dates))
+        # a domain in the registry but never built yet has no table: nothing to unpivot
         cur.execute("select t from unnest(%s::text[]) as t where to_regclass('entity.' || t) is not null",
-                    ([d.table for d in load_registry().values()],))
+                    ([d.table for d in registry.values()],))
         existing = {r[0] for r in cur.fetchall()}
-        domains = [d for d in load_registry().values() if d.table in existing]
-        cur.execute(f"delete from {ENTITY_SCHEMA}.{UNIFIED_TABLE} where metric_date = any(%s)",  # noqa: S608
-                    (dates,))
-        sql = sqlrender.render("unified/metrics_unified_domains.sql", domains=domains)
-        cur.execute(sql, {"dates": dates})
-        rows = cur.rowcount
-        _log_publication(cur, UNIFIED_TABLE, dates, run_id, rows)
-    log.info("%s: rebuilt %d date(s) %s..%s, %d rows", UNIFIED_TABLE, len(dates), dates[0],
-             dates[-1], rows)
-    return rows
+        summary: dict[str, int] = {}
+        all_dates: set[date] = set()
+        for name, dates in work.items():
+            domain = registry[name]
+            if not dates or domain.table not in existing:
+                continue
+            cur.execute(f"delete from {ENTITY_SCHEMA}.{UNIFIED_TABLE} "  # noqa: S608
+                        "where domain = %s and metric_date = any(%s)", (name, dates))
+            cur.execute(sqlrender.render("unified/metrics_unified_domains.sql", d=domain),
+                        {"dates": dates, "run_id": run_id})
+            cur.execute("select coalesce(sum(row_count), 0) from metrics_ops.unified_slices "
+                        "where domain = %s and metric_date = any(%s)", (name, dates))
+            summary[name] = int(cur.fetchone()[0])
+            all_dates.update(dates)
+            log.info("%s: rebuilt %s for %d date(s) %s..%s", UNIFIED_TABLE, name, len(dates),
+                     dates[0], dates[-1])
+        if all_dates:
+            cur.execute(f"select metric_date, count(*) from {ENTITY_SCHEMA}.{UNIFIED_TABLE} "  # noqa: S608
+                        "where metric_date = any(%s) group by 1", (sorted(all_dates),))
+            for d, n in cur.fetchall():
+                _log_publication(cur, UNIFIED_TABLE, [d], run_id, n)
+    if not summary:
+        log.info("%s: nothing stale, nothing rebuilt", UNIFIED_TABLE)
+    return summary

@@ -18,7 +18,7 @@ export AIRFLOW__CORE__DAGS_FOLDER := $(CURDIR)/dags
 export AIRFLOW__CORE__PLUGINS_FOLDER := $(CURDIR)/plugins
 export AIRFLOW__CORE__LOAD_EXAMPLES := False
 
-.PHONY: venv demo test lint dag seed warehouse bench catalog constraints clean
+.PHONY: venv demo test lint dag run migrate seed warehouse bench catalog constraints clean
 
 $(STAMP): requirements.txt requirements-dev.txt constraints.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -44,9 +44,16 @@ lint: venv ## ruff (with Airflow's AIR rules) and sqlfluff
 	$(BIN)/ruff check src dags plugins tests bench
 	$(BIN)/sqlfluff lint sql/ --disable-progress-bar
 
-dag: venv ## make dag DAG=<dag_id> DATE=<YYYY-MM-DD>: airflow dags test against the demo warehouse
+dag: venv ## make dag DAG=<dag_id> DATE=<YYYY-MM-DD>: one DAG, one date (Airflow retries off)
 	@test -n "$(DAG)" -a -n "$(DATE)" || { echo "usage: make dag DAG=<dag_id> DATE=<YYYY-MM-DD>"; exit 2; }
 	$(BIN)/python -m metrics_layer.cli dag $(DAG) $(DATE)
+
+run: venv ## make run DATE=<YYYY-MM-DD> [END=<YYYY-MM-DD>]: every domain DAG for the dates, then the fan-in
+	@test -n "$(DATE)" || { echo "usage: make run DATE=<YYYY-MM-DD> [END=<YYYY-MM-DD>]"; exit 2; }
+	$(BIN)/python -m metrics_layer.cli run $(DATE) $(END)
+
+migrate: venv ## apply the layer's schema (DDL) to the warehouse now
+	$(BIN)/python -m metrics_layer.cli migrate
 
 seed: venv ## make seed SCALE=<number> DAYS=<n> [SEED=<int>]: load synthetic source data
 	$(BIN)/python -m metrics_layer.cli seed --scale $(SCALE) --days $(DAYS) --seed $(SEED)

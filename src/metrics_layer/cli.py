@@ -1,6 +1,10 @@
-"""Command line behind the Makefile: `python -m metrics_layer.cli {warehouse,seed,dag,demo,catalog}`.
+"""Command line behind the Makefile (also installed as `metrics-layer`):
+`python -m metrics_layer.cli {warehouse,seed,migrate,dag,run,demo,catalog}`.
 
-Airflow is imported only after the local environment is set, so Airflow picks up .local/.
+DAGs run in this process with `dag.test()` and Airflow's task retries turned off, so a command
+never sits silent waiting for a retry: transient errors are retried inside the task (tenacity,
+logged), permanent ones fail at once. Airflow is imported only after the local environment is
+set, so Airflow picks up .local/.
 """
 
 from __future__ import annotations
@@ -9,7 +13,6 @@ import argparse
 import contextlib
 import logging
 import os
-import subprocess
 import sys
 import time
 from datetime import date, timedelta
@@ -45,21 +48,104 @@ def cmd_seed(args) -> None:
         print(f"  raw.{table:<18} {n:>10,}")
 
 
-def cmd_dag(args) -> None:
-    """`airflow dags test DAG DATE` against the same warehouse as the demo."""
-    print(local.ensure_warehouse())
-    local.ensure_airflow_db()
-    rc = subprocess.run([sys.executable, "-m", "airflow", "dags", "test", args.dag_id, args.date],
-                        env=os.environ.copy()).returncode
-    sys.exit(rc)
+def _dagbag():
+    from airflow.dag_processing.dagbag import DagBag
+
+    dagbag = DagBag(dag_folder=os.environ["AIRFLOW__CORE__DAGS_FOLDER"])
+    if dagbag.import_errors:
+        raise SystemExit(f"DAG import errors: {dagbag.import_errors}")
+    return dagbag
 
 
-def _run_dag(dagbag, dag_id: str, logical_date=None) -> str:
+def _run_dag(dagbag, dag_id: str, day: date | None = None, conf: dict | None = None) -> str:
+    """dag.test() of one DAG with Airflow's retries off (see the module docstring)."""
+    import pendulum
+
     dag = dagbag.get_dag(dag_id)
     if dag is None:
-        raise SystemExit(f"DAG {dag_id!r} not found; import errors: {dagbag.import_errors}")
-    kwargs = {} if logical_date is None else {"logical_date": logical_date}
+        raise SystemExit(f"DAG {dag_id!r} not found; DAGs: {', '.join(sorted(dagbag.dag_ids))}")
+    for t in dag.tasks:
+        t.retries = 0
+    kwargs: dict = {"run_conf": conf} if conf else {}
+    if day is not None:
+        kwargs["logical_date"] = pendulum.datetime(day.year, day.month, day.day, tz="UTC")
     return dag.test(**kwargs).state
+
+
+def cmd_dag(args) -> None:
+    """One DAG for one logical date against the same warehouse as the demo, task logs on the
+    terminal; exit status 1 when the run failed."""
+    print(local.ensure_warehouse())
+    local.ensure_airflow_db()
+    print(f"running {args.dag_id} for {args.date} with Airflow retries off: transient errors are "
+          "retried inside the task with backoff (each retry logged), permanent ones fail at once")
+    state = _run_dag(_dagbag(), args.dag_id, date.fromisoformat(args.date))
+    print(f"{args.dag_id} {args.date}: {state}")
+    sys.exit(0 if state == "success" else 1)
+
+
+def run_dates(dagbag, domains, dates: list[date], log_path) -> list[str]:
+    """Every domain DAG for every date, then the fan-in once; a progress line per run, task logs
+    to `log_path`. A failing domain does not stop the others (the fan-in publishes what did
+    succeed). Returns the failures."""
+    failures = []
+    total = len(domains) * len(dates)
+    n = 0
+    for domain in domains:
+        t0 = time.monotonic()
+        for d in dates:
+            n += 1
+            t = time.monotonic()
+            with _output_to(log_path):
+                state = _run_dag(dagbag, domain.table, d)
+            print(f"      [{n}/{total}] {domain.table} {d}: {state} ({time.monotonic() - t:.1f}s)",
+                  flush=True)
+            if state != "success":
+                failures.append(f"{domain.table} {d}")
+        print(f"      {domain.table}: {len(dates)} run(s) in {time.monotonic() - t0:.1f}s", flush=True)
+    t = time.monotonic()
+    with _output_to(log_path):
+        state = _run_dag(dagbag, "metrics_unified")
+    print(f"      metrics_unified (fan-in): {state} ({time.monotonic() - t:.1f}s)", flush=True)
+    if state != "success":
+        failures.append("metrics_unified")
+    return failures
+
+
+def cmd_run(args) -> None:
+    """A date or a range through every domain DAG and the fan-in, with progress."""
+    from metrics_layer.registry import load_registry
+
+    first = date.fromisoformat(args.date)
+    last = date.fromisoformat(args.end) if args.end else first
+    if last < first:
+        raise SystemExit(f"END {last} is before DATE {first}")
+    dates = [first + timedelta(days=i) for i in range((last - first).days + 1)]
+    print(local.ensure_warehouse())
+    local.ensure_airflow_db()
+    domains = [d for d in load_registry().values() if not args.domain or d.name in args.domain
+               or d.table in args.domain]
+    log_path = local.LOCAL_DIR / "run.log"
+    print(f"running {len(domains)} domain(s) for {first}..{last}, then the fan-in "
+          f"(task logs: {log_path})")
+    with _output_to(log_path):
+        dagbag = _dagbag()
+    failures = run_dates(dagbag, domains, dates, log_path)
+    if failures:
+        print(f"failed: {', '.join(failures)}; see {log_path}")
+        sys.exit(1)
+    print("all runs succeeded")
+
+
+def cmd_migrate(_args) -> None:
+    """Apply the layer's DDL now (the daily path only checks the schema hash)."""
+    from metrics_layer import pipeline
+
+    print(local.ensure_warehouse())
+    with pipeline.connect() as conn:
+        before = pipeline.applied_schema_hash(conn)
+        after = pipeline.migrate(conn)
+    print(f"schema {before or 'none'} -> {after}" if before != after else f"schema {after}: up to date")
 
 
 def print_query(conn, sql: str) -> None:
@@ -105,8 +191,6 @@ def headline(conn, domain, day: date) -> str:
 
 
 def cmd_demo(args) -> None:
-    import pendulum
-
     from metrics_layer import seed
     from metrics_layer.registry import load_registry
 
@@ -122,29 +206,15 @@ def cmd_demo(args) -> None:
     domains = list(load_registry().values())
     today = date.today()
     dates = [today - timedelta(days=i) for i in range(args.runs - 1, -1, -1)]
-    print(f"[3/5] running {len(domains)} domain DAGs for {dates[0]}..{dates[-1]} "
+    print(f"[3/5] running {len(domains)} domain DAGs for {dates[0]}..{dates[-1]}, then the fan-in "
           f"(task logs: {log_path})")
     with _output_to(log_path):
-        from airflow.dag_processing.dagbag import DagBag
-
-        dagbag = DagBag(dag_folder=os.environ["AIRFLOW__CORE__DAGS_FOLDER"])
-    if dagbag.import_errors:
-        raise SystemExit(f"DAG import errors: {dagbag.import_errors}")
-    for domain in domains:
-        t = time.monotonic()
-        for d in dates:
-            with _output_to(log_path):
-                state = _run_dag(dagbag, domain.table, pendulum.datetime(d.year, d.month, d.day, tz="UTC"))
-            if state != "success":
-                raise SystemExit(f"{domain.table} {state} for {d}; see {log_path}")
-        print(f"      {domain.table}: {len(dates)} runs succeeded in {time.monotonic() - t:.1f}s")
-    print("[4/5] running the fan-in metrics_unified")
-    with _output_to(log_path):
-        state = _run_dag(dagbag, "metrics_unified")
-    if state != "success":
-        raise SystemExit(f"metrics_unified {state}; see {log_path}")
+        dagbag = _dagbag()
+    failures = run_dates(dagbag, domains, dates, log_path)
+    if failures:
+        raise SystemExit(f"failed: {', '.join(failures)}; see {log_path}")
     conn = _connect()
-    print(f"\nToday ({today}), per domain:")
+    print(f"[4/5] today ({today}), per domain:")
     for domain in domains:
         print(f"  {domain.name:<17} {headline(conn, domain, today)}")
     n_unified = conn.execute("select count(*) from entity.metrics_unified_domains where metric_date = %s",
@@ -177,9 +247,14 @@ def main(argv: list[str] | None = None) -> None:
     s.add_argument("--scale", type=float, default=1.0)
     s.add_argument("--days", type=int, default=60)
     s.add_argument("--seed", type=int, default=42)
-    d = sub.add_parser("dag", help="airflow dags test DAG DATE")
+    sub.add_parser("migrate", help="apply the layer's schema (DDL) now")
+    d = sub.add_parser("dag", help="one DAG for one date (dag.test, Airflow retries off)")
     d.add_argument("dag_id")
     d.add_argument("date")
+    r = sub.add_parser("run", help="a date or range through every domain DAG, then the fan-in")
+    r.add_argument("date", help="first metric_date, YYYY-MM-DD")
+    r.add_argument("end", nargs="?", help="last metric_date (default: DATE)")
+    r.add_argument("--domain", action="append", help="only this domain (name or table); repeatable")
     m = sub.add_parser("demo", help="seed, run every domain DAG for the last days, then the fan-in")
     m.add_argument("--scale", type=float, default=1.0)
     m.add_argument("--days", type=int, default=60)
@@ -187,8 +262,8 @@ def main(argv: list[str] | None = None) -> None:
     m.add_argument("--runs", type=int, default=7, help="number of metric_dates through today")
     sub.add_parser("catalog", help="regenerate docs/metrics.md from the registry")
     args = p.parse_args(argv)
-    {"warehouse": cmd_warehouse, "seed": cmd_seed, "dag": cmd_dag, "demo": cmd_demo,
-     "catalog": cmd_catalog}[args.cmd](args)
+    {"warehouse": cmd_warehouse, "seed": cmd_seed, "migrate": cmd_migrate, "dag": cmd_dag,
+     "run": cmd_run, "demo": cmd_demo, "catalog": cmd_catalog}[args.cmd](args)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,8 @@ SCALE ?= 1
 DAYS ?= 60
 SEED ?= 42
 # tests that exercise the SQL itself; `make test` runs them on every PostgreSQL the wheel ships
-SQL_TESTS = $(wildcard tests/test_*_golden.py) tests/test_bad_input.py tests/test_registry.py tests/test_seed.py
+SQL_TESTS = $(wildcard tests/test_*_golden.py) tests/test_bad_input.py tests/test_registry.py tests/test_seed.py \
+	tests/test_reader_role.py
 # PostgreSQL versions installed from Debian (/usr/lib/postgresql/<v>), other than the wheel's 16 and 18
 SYSTEM_PG_VERSIONS = $(filter-out 16 18,$(patsubst /usr/lib/postgresql/%/bin/postgres,%,$(wildcard /usr/lib/postgresql/*/bin/postgres)))
 
@@ -18,7 +19,7 @@ export AIRFLOW__CORE__DAGS_FOLDER := $(CURDIR)/dags
 export AIRFLOW__CORE__PLUGINS_FOLDER := $(CURDIR)/plugins
 export AIRFLOW__CORE__LOAD_EXAMPLES := False
 
-.PHONY: venv demo test lint dag run migrate seed warehouse bench catalog constraints clean
+.PHONY: venv demo test test-airflow lint dag run migrate seed warehouse bench catalog constraints clean
 
 $(STAMP): requirements.txt requirements-dev.txt constraints.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +40,9 @@ test: venv ## the whole suite on PostgreSQL 18, then the SQL-level tests on 16 a
 		METRICS_TEST_PG_VERSION=$$v $(BIN)/python -m pytest -q $(SQL_TESTS) || exit 1; \
 	done
 	@test -n "$(SYSTEM_PG_VERSIONS)" || echo "note: no Debian PostgreSQL (e.g. postgresql-15) installed; SQL tested on 16 and 18 only"
+
+test-airflow: venv ## the DAGs under a real Airflow scheduler, api-server, dag-processor and triggerer (a few minutes)
+	$(BIN)/python -m pytest tests_scheduler
 
 lint: venv ## ruff (with Airflow's AIR rules) and sqlfluff
 	$(BIN)/ruff check src dags plugins tests bench

@@ -204,8 +204,12 @@ def test_two_runs_of_one_date_keep_their_own_slices_and_both_publish(seeded):
     staged = dict(seeded.execute("select stage_id, count(*) from metrics_staging.metrics_customer_success "
                                  "group by 1").fetchall())
     assert staged == {pipeline.stage_key(sched): n, pipeline.stage_key(manual): n}
+    sessions = ("select count(*) from pg_stat_activity where datname = current_database() "
+                "and application_name = 'metrics_layer'")
+    open_before = seeded.execute(sessions).fetchone()[0]
     for run_id in (sched, manual):
         assert validation.validate_day(CS, TODAY, run_id).success
+    assert seeded.execute(sessions).fetchone()[0] == open_before  # GX closed its connections
     assert pipeline.publish(seeded, CS, TODAY, sched) == n
     assert pipeline.publish(seeded, CS, TODAY, manual) == n
     # the later publication wins, whole: one row set for the date

@@ -99,8 +99,12 @@ def connect(conn_id: str = WAREHOUSE_CONN_ID, *, autocommit: bool = True):
     for attempt in transient_retrying(f"connect to {conn_id}"):
         with attempt:
             conn = PostgresHook(postgres_conn_id=conn_id).get_conn()
-            conn.autocommit = autocommit
-            apply_session_settings(conn)
+            try:
+                conn.autocommit = autocommit
+                apply_session_settings(conn)
+            except BaseException:
+                conn.close()
+                raise
     return conn
 
 

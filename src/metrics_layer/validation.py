@@ -56,12 +56,15 @@ def _engine_kwargs(conn_id: str) -> dict:
     extra of the connection (socket directory in `host`, sslmode, sslrootcert, options ...) is
     kept and no password is ever written into a URL; each connection gets the layer's session
     settings (UTC, search_path, timeouts)."""
+    from sqlalchemy.pool import NullPool
+
     from metrics_layer import pipeline
 
     def creator():
         return pipeline.connect(conn_id, autocommit=False)
 
-    return {"creator": creator}
+    # NullPool: every connection is closed when GX is done with it, none lingers in a pool
+    return {"creator": creator, "poolclass": NullPool}
 
 
 def _exception_messages(info) -> list[str]:

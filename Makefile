@@ -45,7 +45,7 @@ test-airflow: venv ## the DAGs under a real Airflow scheduler, api-server, dag-p
 	$(BIN)/python -m pytest tests_scheduler
 
 lint: venv ## ruff (with Airflow's AIR rules) and sqlfluff
-	$(BIN)/ruff check src dags plugins tests bench
+	$(BIN)/ruff check src dags plugins tests tests_scheduler bench
 	$(BIN)/sqlfluff lint sql/ --disable-progress-bar
 
 dag: venv ## make dag DAG=<dag_id> DATE=<YYYY-MM-DD>: one DAG, one date (Airflow retries off)

@@ -94,6 +94,20 @@ def test_make_dag_against_a_missing_database_fails_at_once_and_alerts(pg_server,
     assert "not retried" in text
 
 
+def test_make_run_takes_a_date_through_every_domain_and_the_fan_in(seeded):
+    """`make run DATE=...`: one command for a rerun; a failing domain does not stop the others,
+    and the fan-in publishes the three that succeeded."""
+    seeded.execute("alter table raw.ad_spend_daily rename to ad_spend_gone")
+    r, _ = _cli("run", str(YESTERDAY), timeout=400)
+    out = r.stdout + r.stderr
+    assert r.returncode == 1, out[-3000:]
+    assert f"[4/4] metrics_sales {YESTERDAY}: success" in out
+    assert f"[2/4] metrics_marketing {YESTERDAY}: failed" in out
+    assert "metrics_unified (fan-in): success" in out
+    assert f"failed: metrics_marketing {YESTERDAY}" in out
+    assert _unified_domains(seeded, YESTERDAY) == {"customer_success", "sales", "product"}
+
+
 # ---------------------------------------------------------------------------- a plain warehouse
 
 def test_demo_works_on_a_plain_warehouse_at_utc_plus_14(pg_server):

@@ -84,10 +84,12 @@ def cmd_dag(args) -> None:
     sys.exit(0 if state == "success" else 1)
 
 
-def run_dates(dagbag, domains, dates: list[date], log_path) -> list[str]:
+def run_dates(domains, dates: list[date], log_path) -> list[str]:
     """Every domain DAG for every date, then the fan-in once; a progress line per run, task logs
     to `log_path`. A failing domain does not stop the others (the fan-in publishes what did
     succeed). Returns the failures."""
+    with _output_to(log_path):
+        dagbag = _dagbag()
     failures = []
     total = len(domains) * len(dates)
     n = 0
@@ -128,9 +130,7 @@ def cmd_run(args) -> None:
     log_path = local.LOCAL_DIR / "run.log"
     print(f"running {len(domains)} domain(s) for {first}..{last}, then the fan-in "
           f"(task logs: {log_path})")
-    with _output_to(log_path):
-        dagbag = _dagbag()
-    failures = run_dates(dagbag, domains, dates, log_path)
+    failures = run_dates(domains, dates, log_path)
     if failures:
         print(f"failed: {', '.join(failures)}; see {log_path}")
         sys.exit(1)
@@ -208,9 +208,7 @@ def cmd_demo(args) -> None:
     dates = [today - timedelta(days=i) for i in range(args.runs - 1, -1, -1)]
     print(f"[3/5] running {len(domains)} domain DAGs for {dates[0]}..{dates[-1]}, then the fan-in "
           f"(task logs: {log_path})")
-    with _output_to(log_path):
-        dagbag = _dagbag()
-    failures = run_dates(dagbag, domains, dates, log_path)
+    failures = run_dates(domains, dates, log_path)
     if failures:
         raise SystemExit(f"failed: {', '.join(failures)}; see {log_path}")
     conn = _connect()

@@ -34,6 +34,8 @@ def test_every_dag_has_owner_tags_retries_callback_and_docs(dagbag):
         for task in dag.tasks:
             assert task.owner not in ("", "airflow"), (dag_id, task.task_id)
             assert task.retries >= 1, (dag_id, task.task_id)
+            # a hung statement or lock wait never holds a worker slot forever
+            assert task.execution_timeout is not None, (dag_id, task.task_id)
             callbacks = task.on_failure_callback
             callbacks = callbacks if isinstance(callbacks, list) else [callbacks]
             assert any(isinstance(c, SlackAlertNotifier) for c in callbacks), (dag_id, task.task_id)

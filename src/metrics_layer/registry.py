@@ -23,6 +23,9 @@ STATUSES = ("implemented", "placeholder")
 DIRECTIONS = ("higher_is_better", "lower_is_better", "neutral")
 SQL_TYPES = ("numeric", "integer", "bigint", "text", "date", "boolean")
 NUMERIC_TYPES = ("numeric", "integer", "bigint")
+# late rows: every daily run rebuilds this many days of state before its metric_date (and
+# republishes the metric_dates whose windows saw a changed day)
+DEFAULT_LOOKBACK_DAYS = 3
 METRIC_REQUIRED = ("name", "description", "formula", "unit", "window", "direction", "tier", "status")
 
 
@@ -73,6 +76,7 @@ class Domain:
     sources: tuple[str, ...]
     states: tuple[str, ...]
     state_window_days: int
+    lookback_days: int
     build_sql: str
     expectation_suite: str
     metrics: tuple[Metric, ...]
@@ -172,6 +176,10 @@ def load_domain(path: Path) -> Domain:
             direction=m["direction"], tier=m["tier"], owner=m.get("owner", raw["owner"]),
             status=m["status"], group=m.get("group", ""), type=mtype, requires=m.get("requires"),
         ))
+    window = int(raw.get("state_window_days", 30))
+    lookback = int(raw.get("lookback_days", DEFAULT_LOOKBACK_DAYS))
+    _require(0 <= lookback <= window, path, "lookback_days",
+             f"{lookback} must be between 0 and state_window_days ({window})")
     clash = seen & ({"metric_date", id_column, ent.get("name_column")} | set(dims))
     _require(not clash, path, "metrics", f"metric names clash with key columns: {sorted(clash)}")
     return Domain(
@@ -181,7 +189,8 @@ def load_domain(path: Path) -> Domain:
         name_column=_ident(ent["name_column"], path, "entity.name_column")
         if ent.get("name_column") else None,
         dimensions=dims, sources=tuple(raw["sources"]), states=tuple(raw.get("states") or ()),
-        state_window_days=int(raw.get("state_window_days", 30)),
+        state_window_days=window,
+        lookback_days=lookback,
         build_sql=raw["build_sql"], expectation_suite=raw["expectation_suite"],
         metrics=tuple(metrics), path=path,
         headline={_ident(k, path, "headline"): str(v) for k, v in (raw.get("headline") or {}).items()},

@@ -84,12 +84,15 @@ def test_placeholders_exist_as_null_columns(conn):
     assert all(rows[r][m.name] is None for r in rows for m in SALES.placeholders)
 
 
-def test_month_to_date_is_empty_on_the_first(conn):
+def test_month_to_date_on_the_first_is_the_previous_month(conn):
     load_fixture(conn, "sales_golden.sql")
-    # D = 03-01: MTD [03-01, 03-01) is empty. Active: 1, 2, 3 (leaves 03-09), 4.
+    # D = 03-01 closes February: MTD = [02-01, 03-01). Active: 1, 2, 3 (leaves 03-09), 4.
+    # Ana won #5 (6000, 02-28 12:00) -> 1 deal, 6000; #4 closes at 03-01 00:00 (not before D),
+    #   #6 was lost. Dev's #10 closes 03-05; Ben and Chloé won nothing -> 0.
     rows = _build(conn, date(2026, 3, 1))
     assert sorted(rows) == [1, 2, 3, 4]
-    assert all((r["deals_won_mtd"], r["revenue_closed_mtd"]) == (0, 0) for r in rows.values())
+    assert {rep: (r["deals_won_mtd"], r["revenue_closed_mtd"]) for rep, r in rows.items()} == {
+        1: (1, Decimal("6000.00")), 2: (0, 0), 3: (0, 0), 4: (0, 0)}
     ana = rows[1]
     # #4 closes at 03-01 00:00: still open as of 00:00 on 03-01. Open: #1 10000, #3 4000, #4 3000
     #   = 17000 (#6 and the 90d-old ones are closed, #9 is created 03-02).

@@ -1,7 +1,9 @@
 -- metrics_sales for one metric_date.
 -- Grain: one row per active sales rep per metric_date (active: hired before D, not gone before D).
 -- As of: D (bind parameter `metric_date`) is the snapshot at 00:00 UTC on D; only rows before D are seen.
---   "30d" covers [D-30, D), "90d" covers [D-90, D), "MTD" covers [first day of D's month, D).
+--   "30d" covers [D-30, D), "90d" covers [D-90, D). "MTD" covers [first day of the month of D-1, D):
+--   the snapshot's month is the month of its last complete day D-1, so D = the 1st reports the
+--   whole previous month (D = 2026-04-01: March 1..31) and never an empty period.
 --   Opportunities are open on D when created before D and not closed before D; amounts and lead
 --   owners are today's values (not historized in the sources).
 -- Sources: raw.sales_reps, raw.opportunities, raw.leads, and metrics_state.sales_activity_daily
@@ -15,7 +17,8 @@ params as (
         {{ param('metric_date') }}::date as d,
         {{ param('metric_date') }}::date - 30 as d_30,
         {{ param('metric_date') }}::date - 90 as d_90,
-        date_trunc('month', {{ param('metric_date') }}::date)::date as month_start
+        -- first day of the month of D-1 (timestamp without time zone: no session time zone involved)
+        date_trunc('month', ({{ param('metric_date') }}::date - 1)::timestamp)::date as month_start
 ),
 
 -- ---------------------------------------------------------------- import CTEs
@@ -28,7 +31,7 @@ reps as (
 ),
 
 opportunities as (
-    -- opportunities open on D or closed in the last 90 days (MTD is inside 90 days)
+    -- opportunities open on D or closed in the last 90 days (MTD starts <= 31 days before D)
     select opportunities.*
     from {{ source_schema }}.opportunities as opportunities, params
     where

@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import functools
 import logging
-from datetime import timedelta
+from datetime import date, datetime, timedelta
 
 import pendulum
-from airflow.sdk import DAG, Asset, AssetAny, Param, chain, get_current_context, task
+from airflow.sdk import DAG, Asset, AssetAny, Param, get_current_context, task
 from airflow.timetables.trigger import CronTriggerTimetable
 
 from metrics_layer.alerts import SlackAlertNotifier
@@ -124,12 +124,18 @@ def domain_dag(domain_name: str, doc_md: str = "") -> DAG:
         tags=["metrics", f"domain:{domain.name}"],
         doc_md=_doc(domain, doc_md or domain.description),
         params={
-            "lookback_days": Param(1, type="integer", minimum=0, maximum=30,
-                                   description="also rebuild this many days of state before the "
-                                   "metric_date (late-arriving data)"),
+            "lookback_days": Param(domain.lookback_days, type="integer", minimum=0,
+                                   maximum=domain.state_window_days,
+                                   description="rebuild this many days of state before the "
+                                   "metric_date (late-arriving rows) and republish the published "
+                                   "dates whose window saw a change"),
             "metric_date": Param(None, type=["null", "string"], pattern=DATE_PATTERN,
                                  description="build this date (YYYY-MM-DD) instead of the run's "
                                  "logical date; a run without a logical date builds its run date"),
+            "state_fresh_after": Param(None, type=["null", "string"],
+                                       description="for a historical date, rebuild the state days "
+                                       "of its window built before this time (default: when the "
+                                       "run was queued)"),
         },
     ) as dag:
 
@@ -152,52 +158,71 @@ def domain_dag(domain_name: str, doc_md: str = "") -> DAG:
         @task
         @_task_errors
         def refresh_state():
-            """Build the compact daily state the rolling windows read."""
+            """Build the compact daily state the rolling windows read: missing days and the
+            lookback (late rows); for a historical date, the window's days built before the run
+            was requested. Returns the metric_dates to build: D and every published earlier date
+            whose window saw a changed state day (late data is republished, and restated)."""
             from metrics_layer import pipeline
 
             context, day, _ = _run_facts()
-            lookback = context["params"]["lookback_days"]
-            return {s: [str(x) for x in pipeline.run(pipeline.refresh_state, s, day, lookback,
-                                                      domain.state_window_days)]
-                    for s in domain.states}
+            params = context["params"]
+            dag_run = context["dag_run"]
+            fresh = params.get("state_fresh_after")
+            fresh_after = (datetime.fromisoformat(fresh) if fresh
+                           else getattr(dag_run, "queued_at", None))
+            dates = pipeline.run(pipeline.refresh_states, domain, day, params["lookback_days"],
+                                 fresh_after)
+            return [d.isoformat() for d in dates]
 
         @task
         @_task_errors
-        def build():
-            """Compute the metric_date into this run's slice of metrics_staging."""
+        def build(dates: list[str]):
+            """Compute each metric_date into this run's slice of metrics_staging."""
             from metrics_layer import pipeline
 
-            _, day, run_id = _run_facts()
-            return pipeline.run(pipeline.build_staging, domain, day, run_id)
+            _, _, run_id = _run_facts()
+            for d in dates:
+                pipeline.run(pipeline.build_staging, domain, date.fromisoformat(d), run_id)
+            return dates
 
         @task
         @_task_errors
-        def validate():
-            """Run the tier-1 expectation suite on the staged slice; failure blocks publish."""
+        def validate(dates: list[str]):
+            """Run the tier-1 expectation suite on every staged date; any failure blocks the
+            publication of all of them."""
             from metrics_layer import pipeline, validation
             from metrics_layer.errors import ValidationFailed
 
-            _, day, run_id = _run_facts()
-            for attempt in pipeline.transient_retrying("validate"):
-                with attempt:
-                    summary = validation.validate_day(domain, day, run_id, WAREHOUSE_CONN_ID)
-            pipeline.run(pipeline.record_validation, domain, day, run_id, summary)
-            if not summary.success:
-                raise ValidationFailed(summary.describe())
-            return summary.evaluated
+            _, _, run_id = _run_facts()
+            failed = []
+            for d in map(date.fromisoformat, dates):
+                for attempt in pipeline.transient_retrying("validate"):
+                    with attempt:
+                        summary = validation.validate_day(domain, d, run_id, WAREHOUSE_CONN_ID)
+                pipeline.run(pipeline.record_validation, domain, d, run_id, summary)
+                if not summary.success:
+                    failed.append(summary.describe())
+            if failed:
+                raise ValidationFailed("\n".join(failed))
+            return dates
 
         @task(outlets=[asset])
         @_task_errors
-        def publish(outlet_events=None):
-            """Swap the validated slice into entity (one transaction) and emit the Asset."""
+        def publish(dates: list[str], outlet_events=None):
+            """Swap the validated slices into entity (one transaction), record restatements,
+            and emit the Asset."""
             from metrics_layer import pipeline
 
             _, day, run_id = _run_facts()
-            rows = pipeline.run(pipeline.publish, domain, day, run_id)
-            outlet_events[asset].extra = {"metric_date": day.isoformat(), "rows": rows}
+            days = [date.fromisoformat(d) for d in dates]
+            rows = pipeline.run(pipeline.publish, domain, days, run_id,
+                                pipeline.late_data_reasons(days, day))
+            outlet_events[asset].extra = {"metric_date": day.isoformat(), "metric_dates": dates,
+                                          "rows": rows}
             return rows
 
-        chain(check_sources(), refresh_state(), build(), validate(), publish())
+        check_sources() >> (dates := refresh_state())
+        publish(validate(build(dates)))
     return dag
 
 

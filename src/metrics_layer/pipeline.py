@@ -22,7 +22,7 @@ import os
 import re
 import time
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 from metrics_layer import catalog, sqlrender
 from metrics_layer.errors import BuildError, SourceContractError, WarehouseBusy, describe, is_transient
@@ -140,6 +140,10 @@ def states() -> dict[str, StateSpec]:
             if (p / "build.sql").exists()}
 
 
+def utc_today() -> date:
+    return datetime.now(UTC).date()
+
+
 def _utc(cur) -> None:
     # day boundaries are UTC days (the session is UTC already; this guards a caller's own conn)
     cur.execute("set local time zone 'UTC'")
@@ -231,10 +235,15 @@ def schema_statements() -> list[str]:
     return stmts
 
 
+def late_statements() -> list[str]:
+    """DDL that needs the catalog table: views and functions for readers, then the BI role."""
+    return [p.read_text() for p in sorted((SQL_DIR / "views").glob("*.sql"))] + [
+        (SQL_DIR / "roles" / "metrics_reader.sql").read_text()]
+
+
 def schema_hash() -> str:
     h = hashlib.sha256()
-    for part in [*schema_statements(), repr(catalog.catalog_rows()),
-                 (SQL_DIR / "roles" / "metrics_reader.sql").read_text()]:
+    for part in [*schema_statements(), repr(catalog.catalog_rows()), *late_statements()]:
         h.update(part.encode())
     return h.hexdigest()[:16]
 
@@ -279,8 +288,9 @@ def migrate(conn) -> str:
         for stmt in schema_statements():
             cur.execute(stmt)
         catalog.sync_catalog(cur)
-        # the read-only BI role; without CREATEROLE the DO block only raises a notice
-        cur.execute((SQL_DIR / "roles" / "metrics_reader.sql").read_text())
+        # reader views, then the read-only BI role (without CREATEROLE its DO block only notices)
+        for stmt in late_statements():
+            cur.execute(stmt)
         cur.execute(
             "insert into metrics_ops.schema_version (id, schema_hash, applied_at) "
             "values (true, %s, now()) on conflict (id) do update "
@@ -327,40 +337,95 @@ def _source_name(qualified: str) -> str:
 
 # ---------------------------------------------------------------------------- state
 
-def refresh_state(conn, state: str, metric_date: date, lookback_days: int = 1,
-                  window_days: int = 30) -> list[date]:
-    """Make sure the state has every day of [D - window, D); rebuild days missing from it and
-    the last `lookback_days` days (late data). Returns the days rebuilt."""
+@dataclass(frozen=True)
+class StateRefresh:
+    """What a state refresh did: the days rebuilt, and those of them whose rows changed (a day
+    built before whose checksum differs now: late or corrected source rows)."""
+
+    rebuilt: list[date]
+    changed: list[date]
+
+
+def _state_checksums(cur, table: str, days: list[date]) -> dict[date, str]:
+    # order-independent: a sum of row hashes and a count, no sort of the day's rows
+    cur.execute(f"select activity_date, count(*)::text || ':' || sum(hashtextextended(t::text, 0))::text "  # noqa: S608
+                f"from {table} as t where activity_date = any(%s) group by 1", (days,))
+    return dict(cur.fetchall())
+
+
+def refresh_state(conn, state: str, metric_date: date, lookback_days: int = 3,
+                  window_days: int = 30, fresh_after=None) -> StateRefresh:
+    """Make sure the state has every day of [D - window, D). Rebuilt: days missing from it, the
+    last `lookback_days` days before D (late rows), and, for a historical D (older than the
+    lookback from today: a backfill or a rerun of history), every day of the window built before
+    `fresh_after` (the time the run was requested), so a backfill after fixing raw data reads
+    fresh state while the runs of one backfill rebuild each day once."""
     spec = states()[state]
     window = [metric_date - timedelta(days=i) for i in range(window_days, 0, -1)]
+    historical = metric_date < utc_today() - timedelta(days=lookback_days)
     with conn.transaction(), conn.cursor() as cur:
         _utc(cur)
         # one builder per state at a time: concurrent runs would rebuild the same days
         _advisory_xact_lock(cur, f"metrics_layer:state:{state}")
         cur.execute(
-            "select activity_date from metrics_ops.state_days "
+            "select activity_date, built_at from metrics_ops.state_days "
             "where state = %s and activity_date >= %s and activity_date < %s",
             (state, window[0], metric_date),
         )
-        built = {r[0] for r in cur.fetchall()}
+        built = dict(cur.fetchall())
         lookback_from = metric_date - timedelta(days=lookback_days)
-        days = [d for d in window if d not in built or d >= lookback_from]
+        days = [d for d in window
+                if d not in built or d >= lookback_from
+                or (historical and fresh_after is not None and built[d] < fresh_after)]
         if not days:
-            return []
+            return StateRefresh([], [])
         started = time.monotonic()
+        before = _state_checksums(cur, spec.table, [d for d in days if d in built])
         cur.execute(f"delete from {spec.table} where activity_date = any(%s)", (days,))  # noqa: S608
         cur.execute(sqlrender.render(spec.sql),
                     {"days": days, "first_day": days[0], "last_day": days[-1]})
         rows = cur.rowcount
+        after = _state_checksums(cur, spec.table, [d for d in days if d in built])
+        changed = [d for d in days if d in built and before.get(d) != after.get(d)]
         cur.execute(
             "insert into metrics_ops.state_days (state, activity_date, built_at) "
             "select %s, d, now() from unnest(%s::date[]) as d "
             "on conflict (state, activity_date) do update set built_at = excluded.built_at",
             (state, days),
         )
-    log.info("state %s: rebuilt %d day(s) %s..%s, %d rows in %.2fs",
-             state, len(days), days[0], days[-1], rows, time.monotonic() - started)
-    return days
+    log.info("state %s: rebuilt %d day(s) %s..%s, %d rows in %.2fs; changed: %s",
+             state, len(days), days[0], days[-1], rows, time.monotonic() - started,
+             ", ".join(map(str, changed)) or "none")
+    return StateRefresh(days, changed)
+
+
+def refresh_states(conn, domain: Domain, metric_date: date, lookback_days: int | None = None,
+                   fresh_after=None) -> list[date]:
+    """Refresh every state the domain reads; return the metric_dates to build: D, plus every
+    earlier metric_date of the domain already published whose window saw a changed state day
+    (late data reaches the numbers readers already saw; each is republished and restated)."""
+    lookback = domain.lookback_days if lookback_days is None else lookback_days
+    changed: set[date] = set()
+    for state in domain.states:
+        changed.update(refresh_state(conn, state, metric_date, lookback,
+                                     domain.state_window_days, fresh_after).changed)
+    return sorted(set(affected_dates(conn, domain, changed, metric_date)) | {metric_date})
+
+
+def affected_dates(conn, domain: Domain, changed: set[date] | list[date], metric_date: date) -> list[date]:
+    """Published metric_dates X < D of the domain with a changed day c in their window
+    [X - state_window_days, X)."""
+    if not changed:
+        return []
+    with conn.cursor() as cur:
+        cur.execute(
+            "select metric_date from metrics_ops.publish_log where target = %(t)s "
+            "and metric_date < %(d)s and exists (select 1 from unnest(%(changed)s::date[]) as c "
+            "where c < metric_date and c >= metric_date - %(w)s) order by 1",
+            {"t": domain.table, "d": metric_date, "changed": sorted(changed),
+             "w": domain.state_window_days},
+        )
+        return [r[0] for r in cur.fetchall()]
 
 
 # ---------------------------------------------------------------------------- build & publish
@@ -416,51 +481,86 @@ def build_staging(conn, domain: Domain, metric_date: date, run_id: str | None = 
     return rows
 
 
-def publish(conn, domain: Domain, metric_date: date, run_id: str | None = None) -> int:
-    """Swap the run's staged slice into entity.<table> in one transaction and log the
-    publication. Idempotent: a retry after a commit finds the run's publication and returns its
-    row count. Two runs of one date serialize here; the later publication wins."""
+RUN_KINDS = {"scheduled": "scheduled rerun", "backfill": "backfill", "manual": "manual rerun",
+             "asset_triggered": "asset-triggered rerun"}
+
+
+def _rerun_reason(previous_hash: str | None, current_hash: str, run_id: str | None) -> str:
+    """Why a day published before is published again (when the caller does not say)."""
+    if previous_hash and previous_hash != current_hash:
+        return f"definition change (schema {previous_hash} -> {current_hash})"
+    kind = (run_id or "").split("__", 1)[0]
+    return RUN_KINDS.get(kind, "rerun")
+
+
+def publish(conn, domain: Domain, dates: date | list[date], run_id: str | None = None,
+            reasons: dict[date, str] | None = None) -> int:
+    """Swap the run's staged slices of `dates` into entity.<table> in ONE transaction (readers see
+    all of them change at once), recording every changed value in metrics_ops.restatements with
+    its reason (`reasons[d]`, else derived: definition change, backfill, manual rerun ...), and
+    log each publication. Idempotent: a date this run already published (a retry after the
+    commit) is skipped. Two runs of one date serialize here; the later publication wins."""
+    dates = [dates] if isinstance(dates, date) else sorted(set(dates))
+    reasons = reasons or {}
     cols = ", ".join(domain.table_columns)
     stage = stage_key(run_id)
-    with (_busy_on_lock_timeout(conn, f"publish {domain.table} {metric_date}"),
+    current_hash = schema_hash()
+    total = 0
+    with (_busy_on_lock_timeout(conn, f"publish {domain.table} {dates[0]}..{dates[-1]}"),
           conn.transaction(), conn.cursor() as cur):
-        _advisory_xact_lock(cur, f"metrics_layer:publish:{domain.table}:{metric_date}")
-        cur.execute(f"select count(*) from {STAGING_SCHEMA}.{domain.table} "  # noqa: S608
-                    "where stage_id = %s and metric_date = %s", (stage, metric_date))
-        if cur.fetchone()[0] == 0:
-            cur.execute("select row_count from metrics_ops.publish_history where target = %s "
-                        "and metric_date = %s and run_id is not distinct from %s "
-                        "order by version desc limit 1", (domain.table, metric_date, run_id))
-            done = cur.fetchone()
-            if done:
-                log.info("%s %s: already published by this run (%d rows); nothing to do",
-                         domain.table, metric_date, done[0])
-                return done[0]
-            raise BuildError(f"{domain.table} for {metric_date}: nothing staged to publish for run "
-                             f"{run_id!r} (slice {stage}); run the build step of this run first")
-        cur.execute(f"delete from {ENTITY_SCHEMA}.{domain.table} where metric_date = %s", (metric_date,))  # noqa: S608
-        cur.execute(
-            f"insert into {ENTITY_SCHEMA}.{domain.table} ({cols}) "  # noqa: S608
-            f"select {cols} from {STAGING_SCHEMA}.{domain.table} where stage_id = %s and metric_date = %s",
-            (stage, metric_date),
-        )
-        rows = cur.rowcount
-        cur.execute(f"delete from {STAGING_SCHEMA}.{domain.table} where stage_id = %s "  # noqa: S608
-                    "and metric_date = %s", (stage, metric_date))
-        _log_publication(cur, domain.table, [metric_date], run_id, rows)
-    log.info("%s %s: published %d rows", domain.table, metric_date, rows)
-    return rows
+        for d in dates:  # in date order: two runs never wait for each other in a cycle
+            _advisory_xact_lock(cur, f"metrics_layer:publish:{domain.table}:{d}")
+        for d in dates:
+            cur.execute(f"select count(*) from {STAGING_SCHEMA}.{domain.table} "  # noqa: S608
+                        "where stage_id = %s and metric_date = %s", (stage, d))
+            if cur.fetchone()[0] == 0:
+                cur.execute("select row_count from metrics_ops.publish_history where target = %s "
+                            "and metric_date = %s and run_id is not distinct from %s "
+                            "order by version desc limit 1", (domain.table, d, run_id))
+                done = cur.fetchone()
+                if not done:
+                    raise BuildError(f"{domain.table} for {d}: nothing staged to publish for run "
+                                     f"{run_id!r} (slice {stage}); run the build step of this run first")
+                log.info("%s %s: already published by this run (%d rows)", domain.table, d, done[0])
+                total += done[0]
+                continue
+            cur.execute("select schema_hash from metrics_ops.publish_history where target = %s "
+                        "and metric_date = %s order by version desc limit 1", (domain.table, d))
+            previous = cur.fetchone()
+            reason = reasons.get(d) or _rerun_reason(previous[0] if previous else None, current_hash, run_id)
+            cur.execute("select nextval('metrics_ops.publish_version')")
+            version = cur.fetchone()[0]
+            cur.execute(sqlrender.render("restatements/metrics_restatements.sql", d=domain),
+                        {"metric_date": d, "stage_id": stage, "run_id": run_id, "version": version,
+                         "reason": reason})
+            restated = cur.rowcount
+            cur.execute(f"delete from {ENTITY_SCHEMA}.{domain.table} where metric_date = %s", (d,))  # noqa: S608
+            cur.execute(
+                f"insert into {ENTITY_SCHEMA}.{domain.table} ({cols}) "  # noqa: S608
+                f"select {cols} from {STAGING_SCHEMA}.{domain.table} where stage_id = %s and metric_date = %s",
+                (stage, d),
+            )
+            rows = cur.rowcount
+            cur.execute(f"delete from {STAGING_SCHEMA}.{domain.table} where stage_id = %s "  # noqa: S608
+                        "and metric_date = %s", (stage, d))
+            _log_publication(cur, domain.table, [d], run_id, rows, version=version,
+                             schema_hash_=current_hash)
+            total += rows
+            log.info("%s %s: published %d rows; %d value(s) restated%s", domain.table, d, rows,
+                     restated, f" ({reason})" if restated else "")
+    return total
 
 
-def _log_publication(cur, target: str, dates: list[date], run_id: str | None, rows: int) -> None:
+def _log_publication(cur, target: str, dates: list[date], run_id: str | None, rows: int,
+                     version: int | None = None, schema_hash_: str | None = None) -> None:
     """One new version per (target, date); the latest in publish_log, every one in history."""
     cur.execute(
         """
         with pub as (
             insert into metrics_ops.publish_history
-                (version, target, metric_date, run_id, row_count, published_at)
-            select nextval('metrics_ops.publish_version'), %(target)s, d, %(run_id)s, %(rows)s,
-                   clock_timestamp()
+                (version, target, metric_date, run_id, row_count, published_at, schema_hash)
+            select coalesce(%(version)s, nextval('metrics_ops.publish_version')), %(target)s, d,
+                   %(run_id)s, %(rows)s, clock_timestamp(), %(hash)s
             from unnest(%(dates)s::date[]) as d
             returning version, target, metric_date, run_id, row_count, published_at
         )
@@ -470,7 +570,8 @@ def _log_publication(cur, target: str, dates: list[date], run_id: str | None, ro
         on conflict (target, metric_date) do update set published_at = excluded.published_at,
             run_id = excluded.run_id, row_count = excluded.row_count, version = excluded.version
         """,
-        {"target": target, "run_id": run_id, "rows": rows, "dates": dates},
+        {"target": target, "run_id": run_id, "rows": rows, "dates": dates, "version": version,
+         "hash": schema_hash_},
     )
 
 
@@ -488,21 +589,33 @@ def record_validation(conn, domain: Domain, metric_date: date, run_id: str | Non
     )
 
 
-def stage(conn, domain: Domain, metric_date: date, lookback_days: int = 1,
-          run_id: str | None = None) -> int:
-    """Schema, source checks, state and build: the day staged and ready to validate."""
+def late_data_reasons(dates: list[date], metric_date: date) -> dict[date, str]:
+    """The restatement reason of each republished earlier date of a run for `metric_date`."""
+    return {d: f"late data: state changed before {d}, caught by the lookback of the run for "
+               f"{metric_date}" for d in dates if d != metric_date}
+
+
+def stage(conn, domain: Domain, metric_date: date, lookback_days: int | None = None,
+          run_id: str | None = None, fresh_after=None) -> int:
+    """Schema, source checks, state and build: the day (and any earlier published day whose
+    window saw changed state) staged and ready to validate. Returns the rows staged for D."""
     ensure_schema(conn)
     check_sources(conn, domain)
-    for state in domain.states:
-        refresh_state(conn, state, metric_date, lookback_days, domain.state_window_days)
-    return build_staging(conn, domain, metric_date, run_id)
+    rows = {d: build_staging(conn, domain, d, run_id)
+            for d in refresh_states(conn, domain, metric_date, lookback_days, fresh_after)}
+    return rows[metric_date]
 
 
 def refresh_domain(conn, domain: Domain, metric_date: date, run_id: str | None = None,
-                   lookback_days: int = 1) -> int:
-    """Everything but validation, for tools and tests that want a published day in one call."""
-    stage(conn, domain, metric_date, lookback_days, run_id)
-    return publish(conn, domain, metric_date, run_id)
+                   lookback_days: int | None = None, fresh_after=None) -> int:
+    """Everything but validation, for tools and tests that want a published day in one call
+    (late-data republications included). Returns the rows published for D."""
+    ensure_schema(conn)
+    check_sources(conn, domain)
+    dates = refresh_states(conn, domain, metric_date, lookback_days, fresh_after)
+    rows = {d: build_staging(conn, domain, d, run_id) for d in dates}
+    publish(conn, domain, dates, run_id, late_data_reasons(dates, metric_date))
+    return rows[metric_date]
 
 
 # ---------------------------------------------------------------------------- fan-in

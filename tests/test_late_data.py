@@ -1,0 +1,165 @@
+"""Late data reaches the numbers readers already saw, and every change is on the record.
+
+A hand-built product fixture (one row per day for the whole product, so every value is easy to
+follow). D = 2026-03-10; the metric_date X counts events before X: DAU(X) = users active on X-1,
+WAU(X) = users active in [X-7, X).
+
+    user 1: an event every day 2026-03-01 .. 03-09
+    user 2: an event on 03-05
+    user 3: an event on 03-07 that LANDS LATE, after 03-08 and 03-09 were published
+
+Published before the late event: DAU(03-08) = 1 (user 1 on 03-07), WAU(03-08) = |{1, 2}| = 2,
+WAU(03-09) = |[03-02, 03-09): {1, 2}| = 2. After the run for D with the 3-day lookback (state days
+03-07, 03-08, 03-09 rebuilt; 03-07 changed): DAU(03-08) = 2, WAU(03-08) = 3, WAU(03-09) = 3, and
+the published days whose window holds 03-07 are 03-08 and 03-09 (not 03-07: its window ends
+before 03-07). DAU(03-09) = 1 stays.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+
+import pendulum
+import pytest
+
+from metrics_layer import pipeline, seed
+from metrics_layer.registry import load_registry
+
+PA = load_registry()["product"]
+TABLE = "entity.metrics_product_analytics"
+D = date(2026, 3, 10)
+
+
+def _event(conn, event_id: int, user_id: int, day: str) -> None:
+    conn.execute("insert into raw.product_sessions (session_id, user_id, started_at, duration_seconds, "
+                 "platform) values (%s, %s, %s::date + interval '9 hours', 300, 'desktop')",
+                 (event_id, user_id, day))
+    conn.execute("insert into raw.product_events (event_id, session_id, user_id, occurred_at, event_type, "
+                 "feature_id) values (%s, %s, %s, %s::date + interval '9 hours 1 minute', 'view', null)",
+                 (event_id, event_id, user_id, day))
+
+
+@pytest.fixture
+def product(conn):
+    seed.apply_source_contract(conn)
+    conn.execute("insert into raw.customers (customer_id, customer_name, segment, plan, region, created_at) "
+                 "values (1, 'Alpha', 'smb', 'starter', 'NA', '2025-01-01')")
+    conn.execute("insert into raw.users (user_id, customer_id, created_at, activated_at) "
+                 "select u, 1, '2025-01-01', '2025-01-02' from generate_series(1, 3) as u")
+    for i in range(9):
+        _event(conn, 100 + i, 1, str(date(2026, 3, 1) + timedelta(days=i)))
+    _event(conn, 200, 2, "2026-03-05")
+    return conn
+
+
+def _values(conn, metric_date: date) -> dict:
+    row = conn.execute(f"select daily_active_users, weekly_active_users, monthly_active_users "
+                       f"from {TABLE} where metric_date = %s", (metric_date,)).fetchone()
+    return dict(zip(("dau", "wau", "mau"), row, strict=True))
+
+
+def test_a_late_event_is_republished_and_restated_exactly(product):
+    for x in (date(2026, 3, 7), date(2026, 3, 8), date(2026, 3, 9)):
+        pipeline.refresh_domain(product, PA, x, f"daily-{x}")
+    assert _values(product, date(2026, 3, 8)) == {"dau": 1, "wau": 2, "mau": 2}
+    assert _values(product, date(2026, 3, 9)) == {"dau": 1, "wau": 2, "mau": 2}
+    before = {x: _metrics(product, x) for x in (date(2026, 3, 7), date(2026, 3, 8), date(2026, 3, 9))}
+    pipeline.build_unified(product, "fan-in-1")
+    seen_at = product.execute("select clock_timestamp()").fetchone()[0]
+
+    _event(product, 300, 3, "2026-03-07")  # lands on D, dated D-3
+    dates = pipeline.refresh_states(product, PA, D)
+    assert dates == [date(2026, 3, 8), date(2026, 3, 9), D]
+    for x in dates:
+        pipeline.build_staging(product, PA, x, "daily-2026-03-10")
+    pipeline.publish(product, PA, dates, "daily-2026-03-10", pipeline.late_data_reasons(dates, D))
+
+    assert _values(product, date(2026, 3, 8)) == {"dau": 2, "wau": 3, "mau": 3}
+    assert _values(product, date(2026, 3, 9)) == {"dau": 1, "wau": 3, "mau": 3}
+    assert _values(product, D) == {"dau": 1, "wau": 3, "mau": 3}
+    # 03-07 was not touched: its window [01-06, 03-07) ends before the late day
+    assert _metrics(product, date(2026, 3, 7)) == before[date(2026, 3, 7)]
+
+    ledger = product.execute(
+        "select metric_date, metric_name, old_value, new_value, reason from metrics_ops.restatements "
+        "order by 1, 2").fetchall()
+    # exactly the values that differ between before and after, nothing for 03-07 or D
+    changed = {(x, name) for x in (date(2026, 3, 8), date(2026, 3, 9))
+               for name, value in _metrics(product, x).items() if value != before[x][name]}
+    assert {(r[0], r[1]) for r in ledger} == changed
+    assert {r[0] for r in ledger} == {date(2026, 3, 8), date(2026, 3, 9)}
+    dau = [r for r in ledger if r[1] == "daily_active_users"]
+    assert [(r[0], r[2], r[3]) for r in dau] == [(date(2026, 3, 8), 1, 2)]
+    assert [(r[0], r[2], r[3]) for r in ledger if r[1] == "weekly_active_users"] == [
+        (date(2026, 3, 8), 2, 3), (date(2026, 3, 9), 2, 3)]
+    assert all(r[4].startswith("late data: state changed before") for r in ledger)
+
+    # what the number said when readers first saw it, and what it says now
+    pipeline.build_unified(product, "fan-in-2")
+    as_of = "select entity.metric_value_as_of('product', 'daily_active_users', %s, 'all', %s)"
+    assert product.execute(as_of, (date(2026, 3, 8), seen_at)).fetchone()[0] == 1
+    assert product.execute(as_of, (date(2026, 3, 8), datetime.now(UTC))).fetchone()[0] == 2
+    summary = dict(product.execute(
+        "select metric_name, restated_values from entity.metrics_restatement_summary "
+        "where domain = 'product'").fetchall())
+    assert summary["daily_active_users"] == 1 and summary["weekly_active_users"] == 2
+
+    # a rerun with unchanged sources records nothing and changes nothing
+    n = len(ledger)
+    pipeline.refresh_domain(product, PA, D, "manual__rerun")
+    assert product.execute("select count(*) from metrics_ops.restatements").fetchone()[0] == n
+    assert _values(product, date(2026, 3, 8)) == {"dau": 2, "wau": 3, "mau": 3}
+
+
+def _metrics(conn, metric_date: date) -> dict:
+    """Every implemented numeric metric of the product row of `metric_date`."""
+    names = [m.name for m in PA.unified]
+    row = conn.execute(f"select {', '.join(names)} from {TABLE} where metric_date = %s",
+                       (metric_date,)).fetchone()
+    return dict(zip(names, row, strict=True))
+
+
+def test_a_backfill_of_history_reads_state_rebuilt_after_the_raw_data_was_fixed(product):
+    pipeline.refresh_domain(product, PA, date(2026, 3, 6), "daily")
+    assert _values(product, date(2026, 3, 6))["wau"] == 2
+    # raw data for 03-02 is fixed long after its state day was built: user 3 was active then
+    _event(product, 400, 3, "2026-03-02")
+    # a rerun of a historical date with the old rule (state days outside the lookback reused)
+    pipeline.refresh_domain(product, PA, date(2026, 3, 6), "manual__1")
+    assert _values(product, date(2026, 3, 6))["wau"] == 2  # [03-03, 03-06): the stale day is not read
+    fixed_at = datetime.now(UTC)
+    pipeline.refresh_domain(product, PA, date(2026, 3, 9), "backfill__1", fresh_after=fixed_at)
+    assert _values(product, date(2026, 3, 9))["mau"] == 3  # 03-02 rebuilt: user 3 counted
+    # each state day is rebuilt once per backfill: a later date of it reuses the rebuilt days
+    built = product.execute("select max(built_at) from metrics_ops.state_days where activity_date = "
+                            "'2026-03-02'").fetchone()[0]
+    pipeline.refresh_domain(product, PA, date(2026, 3, 8), "backfill__1", fresh_after=fixed_at)
+    assert product.execute("select max(built_at) from metrics_ops.state_days where activity_date = "
+                           "'2026-03-02'").fetchone()[0] == built
+
+
+def test_the_daily_dag_republishes_late_data_and_the_lookback_fits_the_window(dagbag, conn):
+    today = date.today()
+    seed.seed(conn, scale=0.05, days=35, seed=7, end_date=today)
+    dag = dagbag.get_dag(PA.table)
+    assert dag.params["lookback_days"] == 3
+    assert dag.params.get_param("lookback_days").schema["maximum"] == PA.state_window_days == 60
+
+    def run(d: date):
+        dr = dag.test(logical_date=pendulum.datetime(d.year, d.month, d.day, tz="UTC"))
+        assert dr.state == "success"
+
+    yesterday = today - timedelta(days=1)
+    run(yesterday)
+    dau = conn.execute(f"select daily_active_users from {TABLE} where metric_date = %s",
+                       (yesterday,)).fetchone()[0]
+    # a brand-new user's event dated two days ago lands today
+    conn.execute("insert into raw.users (user_id, customer_id, created_at, activated_at) "
+                 "select 9999999, min(customer_id), '2025-01-01', '2025-01-02' from raw.customers")
+    _event(conn, 99999999, 9999999, str(today - timedelta(days=2)))
+    run(today)
+    assert conn.execute(f"select daily_active_users from {TABLE} where metric_date = %s",
+                        (yesterday,)).fetchone()[0] == dau + 1
+    assert conn.execute("select old_value, new_value, reason like 'late data%%' from "
+                        "metrics_ops.restatements where metric_name = 'daily_active_users' "
+                        "and metric_date = %s", (yesterday,)).fetchall() == [(dau, dau + 1, True)]

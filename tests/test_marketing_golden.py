@@ -132,3 +132,28 @@ def test_rerunning_a_date_gives_identical_rows(conn):
     _build(conn, date(2026, 3, 9))
     _build(conn)
     assert [r for r in table_dump(conn, TABLE) if "2026-03-10" in r[0]] == first
+
+
+def test_attribution_uses_todays_campaign_and_amount_so_a_rebuild_rewrites_past_roi(conn):
+    # The sources keep no history (registry as_of, docs/sources.md): a lead's campaign and a
+    # deal's amount are today's values.
+    load_fixture(conn, "marketing_golden.sql")
+    row = _build(conn)
+    assert (row["google_ads_roi"], row["meta_ads_roi"], row["overall_roi"]) == (
+        Decimal("4.0000"), Decimal("-1.0000"), Decimal("3.2667"))
+    # after D: lead 11 is re-attributed from the Google campaign (1) to the Meta one (2), and its
+    # won opp 1 is amended from 1200 to 2200
+    conn.execute("update raw.leads set campaign_id = 2 where lead_id = 11")
+    conn.execute("update raw.opportunities set amount = 2200 where opportunity_id = 1")
+    # the published day keeps the values it was built with ...
+    published = rows_by_key(conn, TABLE, D, "marketing_scope")["all"]
+    assert published["google_ads_roi"] == Decimal("4.0000")
+    # ... until D is rebuilt: Google keeps opp 7 (300): (300 - 300) / 300 = 0; Meta gets opp 1
+    #   at today's 2200: (2200 - 50) / 50 = 43; overall (300 + 2200 + 100 - 375) / 375 = 5.9333.
+    #   Spend, MQLs and touchpoint channels do not move.
+    pipeline.refresh_domain(conn, MK, D, run_id="backfill")
+    row = rows_by_key(conn, TABLE, D, "marketing_scope")["all"]
+    assert (row["google_ads_roi"], row["meta_ads_roi"], row["overall_roi"]) == (
+        Decimal("0.0000"), Decimal("43.0000"), Decimal("5.9333"))
+    assert (row["total_ad_spend_active"], row["total_mqls"], row["top_channel_1"]) == (
+        Decimal("375.00"), 3, "paid_social")

@@ -179,3 +179,19 @@ def test_suite_passes_on_the_golden_day_and_blocks_a_day_without_users(conn):
         ("expect_column_values_to_not_be_null", "dau_mau_ratio"),
         ("expect_column_values_to_not_be_null", "wau_mau_ratio"),
     }
+
+
+def test_users_moving_to_another_customer_do_not_change_a_rebuilt_past_day(conn):
+    # registry as_of: no product metric reads raw.users.customer_id (today's value, not historized)
+    load_fixture(conn, "product_analytics_golden.sql")
+    _check(_build(conn)["all"], EXPECTED_D)
+    conn.execute("insert into raw.customers (customer_id, customer_name, segment, plan, region, "
+                 "created_at, churned_at) values (2, 'Beta Ltd', 'smb', 'starter', 'EMEA', "
+                 "'2026-03-20 00:00+00', null)")
+    conn.execute("update raw.users set customer_id = 2 where user_id in (101, 103)")
+    # rebuild D and all 60 days of its state from today's raw.users (as a backfill would)
+    pipeline.refresh_domain(conn, PA, D, run_id="backfill", lookback_days=60)
+    labels = conn.execute("select distinct customer_id from metrics_state.user_activity_daily "
+                          "where user_id in (101, 103)").fetchall()
+    assert labels == [(2,)]
+    _check(rows_by_key(conn, TABLE, D, "product_scope")["all"], EXPECTED_D)

@@ -134,3 +134,38 @@ def test_rerunning_a_date_gives_identical_rows(conn):
     _build(conn, date(2026, 3, 9))
     _build(conn)
     assert [r for r in table_dump(conn, TABLE) if "2026-03-10" in r[0]] == first
+
+
+def test_dimensions_are_todays_values_so_a_rebuild_shows_them_for_past_dates(conn):
+    # The sources keep no history (registry as_of, docs/sources.md): rep_name, team, an
+    # opportunity's owner and amount, a lead's assigned rep are today's values.
+    load_fixture(conn, "sales_golden.sql")
+    rows = _build(conn)
+    assert (rows[1]["rep_name"], rows[1]["team"]) == ("Ana Ortiz", "mid_market")
+    # after D: Ana is renamed and moves team, her open #1 (10000) goes to Ben, her won #4 is
+    # amended from 3000 to 3500, her lead 6 (MQL 03-01) is reassigned to Ben
+    conn.execute("update raw.sales_reps set rep_name = 'Ana Ortiz-Lee', team = 'enterprise' "
+                 "where rep_id = 1")
+    conn.execute("update raw.opportunities set rep_id = 2 where opportunity_id = 1")
+    conn.execute("update raw.opportunities set amount = 3500 where opportunity_id = 4")
+    conn.execute("update raw.leads set assigned_rep_id = 2 where lead_id = 6")
+    # the published day keeps the values it was built with ...
+    ana = rows_by_key(conn, TABLE, D, "rep_id")[1]
+    assert (ana["rep_name"], ana["team"], ana["total_pipeline_value"], ana["revenue_closed_mtd"]) == (
+        "Ana Ortiz", "mid_market", Decimal("14500.00"), Decimal("3000.00"))
+    # ... until D is rebuilt (a backfill or rerun): then D shows today's name, team, owners, amounts.
+    # Ana: open #3 4000 + #9 500 = 2, 4500; MTD #4 = 1, 3500; won 90d 3500 + 6000 + 1000 = 10500
+    #   -> coverage 4500 / 10500 = 0.4286, avg deal 3500.00; MQLs 30d: lead 1 only = 1; 90d
+    #   cohort 1, 2, 3 with 1 converted -> 1/3 = 0.3333.
+    # Ben: open #1 = 1, 10000; won nothing -> coverage NULL; lead 6 -> 1 MQL, 0 converted -> 0.
+    pipeline.refresh_domain(conn, SALES, D, run_id="backfill")
+    rows = rows_by_key(conn, TABLE, D, "rep_id")
+    keys = ("rep_name", "team", "open_opportunities", "total_pipeline_value", "deals_won_mtd",
+            "revenue_closed_mtd", "pipeline_coverage_ratio", "avg_deal_size", "total_mqls",
+            "mql_conversion_rate")
+    assert {rep: tuple(rows[rep][k] for k in keys) for rep in (1, 2)} == {
+        1: ("Ana Ortiz-Lee", "enterprise", 2, Decimal("4500.00"), 1, Decimal("3500.00"),
+            Decimal("0.4286"), Decimal("3500.00"), 1, Decimal("0.3333")),
+        2: ("Ben O'Connor", "smb", 1, Decimal("10000.00"), 0, Decimal("0"), None, None, 1,
+            Decimal("0.0000")),
+    }

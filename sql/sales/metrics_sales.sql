@@ -4,8 +4,9 @@
 --   "30d" covers [D-30, D), "90d" covers [D-90, D). "MTD" covers [first day of the month of D-1, D):
 --   the snapshot's month is the month of its last complete day D-1, so D = the 1st reports the
 --   whole previous month (D = 2026-04-01: March 1..31) and never an empty period.
---   Opportunities are open on D when created before D and not closed before D; amounts and lead
---   owners are today's values (not historized in the sources).
+--   Opportunities are open on D when created before D and not closed before D.
+--   No dimension history: rep_name, team, an opportunity's amount, stage and rep_id and a lead's
+--   assigned_rep_id are today's source values, so rebuilding a past D uses today's values.
 -- Sources: raw.sales_reps, raw.opportunities, raw.leads, and metrics_state.sales_activity_daily
 --   (activity counts, refreshed for [D-30, D) before this query runs).
 -- Definitions, units and tiers: include/registry/sales.yaml.

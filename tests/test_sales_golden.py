@@ -124,7 +124,10 @@ def test_state_holds_one_row_per_rep_and_day(conn):
     # 30 days [02-08, 03-10) were built; 02-07 and 03-10 are outside
     assert rows == [("2026-02-08", 1, 1, 0, 0), ("2026-02-20", 1, 0, 0, 1), ("2026-03-01", 1, 0, 2, 0),
                     ("2026-03-01", 3, 1, 0, 0), ("2026-03-09", 1, 1, 0, 0), ("2026-03-09", 4, 0, 0, 1)]
-    assert pipeline.refresh_state(conn, "sales_activity_daily", D) == [date(2026, 3, 9)]
+    # a second refresh of D rebuilds only the late-data lookback (lookback_days 3: 03-07..03-09)
+    # and finds no day changed
+    again = pipeline.refresh_state(conn, "sales_activity_daily", D, SALES.lookback_days)
+    assert (again.rebuilt, again.changed) == ([date(2026, 3, 7), date(2026, 3, 8), date(2026, 3, 9)], [])
 
 
 def test_rerunning_a_date_gives_identical_rows(conn):

@@ -22,13 +22,14 @@ TABLE = "entity.metrics_customer_success"
 #   Resolution hours over tickets resolved in window: #1 10 h, #3 480 h -> 245.
 #   Devices: only #1 reported in [03-03, 03-10) -> 1, latest health 90.
 #   Volume [02-08, 03-10): 100 + 200 + 300 + 50 = 650.
-#   MRR: 800 now (downgrade 03-01), 1000 on 02-10 -> contraction 20.
+#   MRR: 800 now (downgrade 03-01), 1000 on 02-10 -> contraction 20. Plan: growth, the plan of
+#   the subscription in force on D (raw.customers.plan still says enterprise).
 #   Seats active in [03-03, 03-10): 101 only -> engagement component 100/3 = 33.33.
 #   Health = 0.35*33.33 + 0.25*100 + 0.20*50 + 0.20*90 = 64.67.
 #   Churn = 0.7*(100-64.67) + 0.3*20 = 30.73.
 #   Success = 0.5*64.67 + 0.25*4.444 + 0.25*66.667 = 50.11.
 ALPHA = {
-    "customer_name": "Alpha Corp", "segment": "enterprise", "plan": "enterprise",
+    "customer_name": "Alpha Corp", "segment": "enterprise", "plan": "growth",
     "customer_health_score": Decimal("64.67"), "churn_risk_score": Decimal("30.73"),
     "composite_success_score": Decimal("50.11"), "monthly_active_users": 3,
     "user_activation_rate": Decimal("0.6667"), "avg_engagement_score": Decimal("4.44"),
@@ -52,12 +53,12 @@ BETA = {
     "current_mrr": Decimal("99.50"), "previous_month_mrr": Decimal("99.50"),
 }
 # Epsilon (5): one seat (501, activated), active on 03-01 using core feature 1; no subscription
-#   -> current_mrr 0 and previous NULL, so churn has no contraction component.
+#   -> current_mrr 0, previous NULL and plan NULL, so churn has no contraction component.
 #   Engagement component 0 (the seat was not active in [03-03, 03-10)), adoption 1 of 2 core
 #   = 50: health = (0.35*0 + 0.25*50) / 0.6 = 20.83; churn = 100 - 20.83 = 79.17;
 #   success = 0.5*20.83 + 0.25*3.33 + 0.25*100 = 36.25.
 EPSILON = {
-    "customer_name": "Epsilon", "segment": "mid_market", "plan": "growth",
+    "customer_name": "Epsilon", "segment": "mid_market", "plan": None,
     "customer_health_score": Decimal("20.83"), "churn_risk_score": Decimal("79.17"),
     "composite_success_score": Decimal("36.25"), "monthly_active_users": 1,
     "user_activation_rate": Decimal("1.0000"), "avg_engagement_score": Decimal("3.33"),
@@ -109,9 +110,11 @@ def test_state_keeps_unknown_users_without_a_customer(conn):
     row = conn.execute("select customer_id, events, sessions from metrics_state.user_activity_daily "
                        "where user_id = 999").fetchone()
     assert row == (None, 1, 1)
-    # 30 days of state were built for D, and rebuilding D only redoes the lookback day
+    # 30 days of state were built for D; a second refresh of D rebuilds only the late-data
+    # lookback (lookback_days 3: 03-07..03-09) and finds no day changed
     assert conn.execute("select count(*) from metrics_ops.state_days").fetchone()[0] == 30
-    assert pipeline.refresh_state(conn, "user_activity_daily", D) == [date(2026, 3, 9)]
+    again = pipeline.refresh_state(conn, "user_activity_daily", D, CS.lookback_days)
+    assert (again.rebuilt, again.changed) == ([date(2026, 3, 7), date(2026, 3, 8), date(2026, 3, 9)], [])
 
 
 def test_rerunning_a_date_gives_identical_rows(conn):
@@ -121,3 +124,55 @@ def test_rerunning_a_date_gives_identical_rows(conn):
     _build(conn, date(2026, 3, 9))
     _build(conn)
     assert [r for r in table_dump(conn, TABLE) if "2026-03-10" in r[0]] == first
+
+
+def _insert_subscriptions(conn, rows: str) -> None:
+    conn.execute("insert into raw.subscriptions (subscription_id, customer_id, plan, mrr, start_date, "
+                 f"end_date) values {rows}")
+
+
+def test_current_mrr_counts_the_subscriptions_in_force_at_the_snapshot(conn):
+    # A subscription covers the days [start_date, end_date). The snapshot at 00:00 UTC on D sees
+    # rows before D: a subscription counts on D when it covers D-1, i.e. start_date < D and
+    # (end_date null or end_date >= D), as a customer counts when created_at < D <= churned_at.
+    load_fixture(conn, "customer_success_golden.sql")
+    _insert_subscriptions(conn, """
+        (21, 2, 'enterprise', 5.00, '2026-03-10', null),        -- starts on D: not yet
+        (22, 2, 'growth', 7.00, '2026-03-09', null),            -- starts on D-1: counts
+        (23, 2, 'starter', 11.00, '2026-02-01', '2026-03-10'),  -- last day D-1: counts
+        (24, 2, 'starter', 13.00, '2026-02-01', '2026-03-09')   -- last day D-2: ended""")
+    beta = _build(conn)[2]
+    # 99.50 + 7 + 11; as of 02-10 (D - 1 month): 99.50 + 11 + 13
+    assert (beta["current_mrr"], beta["previous_month_mrr"]) == (Decimal("117.50"), Decimal("123.50"))
+    # plan: of the subscriptions in force on D, the one that started last (21 has not started)
+    assert beta["plan"] == "growth"
+
+
+def test_previous_month_mrr_is_the_snapshot_of_d_minus_one_month_with_month_ends_clamped(conn):
+    # D = 2026-03-31: D - 1 month = 2026-02-28 (PostgreSQL's date - interval '1 month' clamps to
+    # the month's last day), so previous_month_mrr is what current_mrr was on 02-28
+    load_fixture(conn, "customer_success_golden.sql")
+    _insert_subscriptions(conn, """
+        (25, 2, 'starter', 17.00, '2026-02-28', null),          -- starts on 02-28: not in previous
+        (26, 2, 'starter', 19.00, '2026-02-01', '2026-02-28')   -- last day 02-27: in previous""")
+    rows = _build(conn, date(2026, 3, 31))
+    assert (rows[2]["current_mrr"], rows[2]["previous_month_mrr"]) == (Decimal("116.50"), Decimal("118.50"))
+    # Alpha as of 02-28: still on the 1000.00 subscription that ends on 03-01
+    assert (rows[1]["current_mrr"], rows[1]["previous_month_mrr"]) == (Decimal("800.00"), Decimal("1000.00"))
+
+
+def test_plan_is_historized_from_subscriptions_and_name_and_segment_are_todays(conn):
+    # Alpha moved from enterprise (sub 10, ends 03-01) to growth (sub 11, starts 03-01).
+    load_fixture(conn, "customer_success_golden.sql")
+    on_0301, on_0302 = _build(conn, date(2026, 3, 1))[1], _build(conn, date(2026, 3, 2))[1]
+    # 03-01's snapshot covers 02-28 (enterprise, 1000); 03-02's covers 03-01 (growth, 800)
+    assert (on_0301["plan"], on_0301["current_mrr"]) == ("enterprise", Decimal("1000.00"))
+    assert (on_0302["plan"], on_0302["current_mrr"]) == ("growth", Decimal("800.00"))
+    # raw.customers keeps no history: a rename or a new segment rewrites every past day on a
+    # rebuild; plan does not follow raw.customers.plan
+    conn.execute("update raw.customers set customer_name = 'Alpha Renamed', segment = 'mid_market', "
+                 "plan = 'starter' where customer_id = 1")
+    rebuilt = _build(conn, date(2026, 3, 1))[1]
+    assert (rebuilt["customer_name"], rebuilt["segment"], rebuilt["plan"]) == (
+        "Alpha Renamed", "mid_market", "enterprise")
+

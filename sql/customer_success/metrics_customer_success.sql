@@ -2,7 +2,12 @@
 -- Grain: one row per active customer per metric_date (active: created before D, not churned
 -- before D).
 -- As of: D (bind parameter `metric_date`) is the snapshot at 00:00 UTC on D; only rows before D are seen.
---   "30d" windows cover [D-30, D); device activity covers [D-7, D).
+--   "30d" windows cover [D-30, D); device activity covers [D-7, D). A subscription covers the
+--   days [start_date, end_date) and is in force at the snapshot when it covers D-1:
+--   start_date < D and (end_date null or end_date >= D). "D - 1 month" is PostgreSQL's
+--   `date - interval '1 month'` (March 31 -> February 28/29).
+--   History: plan is the plan of the subscription in force on D; customer_name and segment are
+--   today's raw.customers values (the sources keep no history of them).
 -- Sources: raw.customers, raw.subscriptions, raw.users, raw.features, raw.support_tickets,
 --   raw.devices, raw.device_telemetry, and metrics_state.user_activity_daily (product activity,
 --   refreshed for [D-30, D) before this query runs).
@@ -48,21 +53,39 @@ core_features as (
     where features.is_core and features.released_at < params.d
 ),
 
--- ---------------------------------------------------------------- revenue
+subscriptions as (
+    -- every subscription that started before D (the only ones in force on D or D - 1 month)
+    select subscriptions.*
+    from {{ source_schema }}.subscriptions as subscriptions, params
+    where subscriptions.start_date < params.d
+),
+
+-- ---------------------------------------------------------------- revenue and plan
 mrr as (
     select
         subscriptions.customer_id,
         sum(subscriptions.mrr) filter (
-            where subscriptions.start_date <= params.d
-            and (subscriptions.end_date is null or subscriptions.end_date > params.d)
+            where subscriptions.end_date is null or subscriptions.end_date >= params.d
         ) as current_mrr,
         sum(subscriptions.mrr) filter (
-            where subscriptions.start_date <= params.d_prev_month
-            and (subscriptions.end_date is null or subscriptions.end_date > params.d_prev_month)
+            where subscriptions.start_date < params.d_prev_month
+            and (subscriptions.end_date is null or subscriptions.end_date >= params.d_prev_month)
         ) as previous_month_mrr
-    from {{ source_schema }}.subscriptions as subscriptions, params
-    where subscriptions.start_date <= params.d
+    from subscriptions, params
     group by subscriptions.customer_id
+),
+
+plan_in_force as (
+    -- the plan of the subscription in force on D; with overlapping subscriptions the one that
+    -- started last (then the higher mrr, then the higher subscription_id)
+    select distinct on (subscriptions.customer_id)
+        subscriptions.customer_id,
+        subscriptions.plan
+    from subscriptions, params
+    where subscriptions.end_date is null or subscriptions.end_date >= params.d
+    order by
+        subscriptions.customer_id asc, subscriptions.start_date desc, subscriptions.mrr desc,
+        subscriptions.subscription_id desc
 ),
 
 -- ---------------------------------------------------------------- engagement
@@ -192,7 +215,7 @@ base as (
         customers.customer_id,
         customers.customer_name,
         customers.segment,
-        customers.plan,
+        plan_in_force.plan,
         coalesce(monthly_actives.monthly_active_users, 0) as monthly_active_users,
         engagement.seat_count,
         engagement.weekly_active_seats,
@@ -209,10 +232,11 @@ base as (
         coalesce(device_health.active_device_count, 0) as active_device_count,
         device_health.avg_device_health_score,
         coalesce(device_volume.volume_processed_30d, 0) as volume_processed_30d,
-        coalesce(mrr.current_mrr, 0) as current_mrr,
+        coalesce(mrr.current_mrr, 0.00) as current_mrr,
         nullif(mrr.previous_month_mrr, 0) as previous_month_mrr
     from customers
     cross join params
+    left join plan_in_force on customers.customer_id = plan_in_force.customer_id
     left join monthly_actives on customers.customer_id = monthly_actives.customer_id
     left join engagement on customers.customer_id = engagement.customer_id
     left join adoption on customers.customer_id = adoption.customer_id

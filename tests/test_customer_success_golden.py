@@ -176,3 +176,25 @@ def test_plan_is_historized_from_subscriptions_and_name_and_segment_are_todays(c
     assert (rebuilt["customer_name"], rebuilt["segment"], rebuilt["plan"]) == (
         "Alpha Renamed", "mid_market", "enterprise")
 
+
+def test_a_user_who_reaches_raw_users_late_counts_without_rebuilding_state(conn):
+    # Users 99 and 98 are active on 03-05 before raw.users knows them; the state day 03-05 is
+    # built then (customer_id NULL in the state). They arrive later: rebuilding D alone, with
+    # the state untouched, counts them for their customers (the link is read at build time).
+    load_fixture(conn, "customer_success_golden.sql")
+    conn.execute("insert into raw.product_sessions values (20, 99, '2026-03-05 10:00+00', 60, 'desktop'), "
+                 "(21, 98, '2026-03-05 11:00+00', 60, 'mobile')")
+    conn.execute("insert into raw.product_events values (20, 20, 99, '2026-03-05 10:01+00', 'view', 4), "
+                 "(21, 21, 98, '2026-03-05 11:01+00', 'view', 2)")
+    assert _build(conn)[1]["monthly_active_users"] == 3
+    conn.execute("insert into raw.users values (99, 1, '2026-03-01 00:00+00', null, null), "
+                 "(98, 5, '2026-03-01 00:00+00', null, null)")
+    pipeline.build_staging(conn, CS, D, run_id="late-user")   # no refresh_state
+    pipeline.publish(conn, CS, D, run_id="late-user")
+    assert conn.execute("select user_id, customer_id from metrics_state.user_activity_daily "
+                        "where user_id in (98, 99) order by 1").fetchall() == [(98, None), (99, None)]
+    rows = rows_by_key(conn, TABLE, D, "customer_id")
+    assert rows[1]["monthly_active_users"] == 4
+    # Epsilon: 98 used core feature 2 -> 2 features, both core features of 2 adopted
+    assert (rows[5]["monthly_active_users"], rows[5]["features_adopted"],
+            rows[5]["core_feature_adoption_rate"]) == (2, 2, Decimal("1.0000"))

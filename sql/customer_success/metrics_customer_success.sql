@@ -10,7 +10,9 @@
 --   today's raw.customers values (the sources keep no history of them).
 -- Sources: raw.customers, raw.subscriptions, raw.users, raw.features, raw.support_tickets,
 --   raw.devices, raw.device_telemetry, and metrics_state.user_activity_daily (product activity,
---   refreshed for [D-30, D) before this query runs).
+--   refreshed for [D-30, D) before this query runs). The user -> customer link is read from
+--   raw.users by this query, not from the state's customer_id (frozen when a state day is built:
+--   a user who reaches raw.users after their events would never count).
 -- Definitions, units and tiers: include/registry/customer_success.yaml.
 
 with
@@ -32,18 +34,32 @@ customers as (
         and (customers.churned_at is null or customers.churned_at >= params.d)
 ),
 
+users as (
+    -- users as of D: created before D (customer_id is today's value: raw.users keeps no history)
+    select users.*
+    from {{ source_schema }}.users as users, params
+    where users.created_at < params.d
+),
+
 seats as (
     -- a seat is a user created before D and not deactivated before D
     select users.*
-    from {{ source_schema }}.users as users, params
-    where
-        users.created_at < params.d
-        and (users.deactivated_at is null or users.deactivated_at >= params.d)
+    from users, params
+    where users.deactivated_at is null or users.deactivated_at >= params.d
 ),
 
 activity as (
-    select uad.*
-    from metrics_state.user_activity_daily as uad, params
+    -- state rows of [D-30, D) with the user's customer resolved now from raw.users (NULL for a
+    -- user unknown to raw.users as of D); the state's own customer_id is not read
+    select
+        uad.activity_date,
+        uad.user_id,
+        users.customer_id,
+        uad.events,
+        uad.feature_ids
+    from metrics_state.user_activity_daily as uad
+    cross join params
+    left join users on uad.user_id = users.user_id
     where uad.activity_date >= params.d_30 and uad.activity_date < params.d
 ),
 

@@ -25,13 +25,14 @@ TABLE = "entity.metrics_customer_success"
 #   MRR: 800 now (downgrade 03-01), 1000 on 02-10 -> contraction 20. Plan: growth, the plan of
 #   the subscription in force on D (raw.customers.plan still says enterprise).
 #   Seats active in [03-03, 03-10): 101 only -> engagement component 100/3 = 33.33.
-#   Health = 0.35*33.33 + 0.25*100 + 0.20*50 + 0.20*90 = 64.67.
-#   Churn = 0.7*(100-64.67) + 0.3*20 = 30.73.
-#   Success = 0.5*64.67 + 0.25*4.444 + 0.25*66.667 = 50.11.
+#   Health: 2 tickets in the window < 3, so support is left out (too little evidence):
+#   (0.35*100/3 + 0.25*100 + 0.20*90) / 0.8 = 68.333 -> 68.33.
+#   Churn = 0.7*(100-68.33) + 0.3*20 = 28.169 -> 28.17 (from the published health).
+#   Success = 0.5*68.33 + 0.25*4.44 + 0.25*66.67 = 51.9425 -> 51.94 (published values).
 ALPHA = {
     "customer_name": "Alpha Corp", "segment": "enterprise", "plan": "growth",
-    "customer_health_score": Decimal("64.67"), "churn_risk_score": Decimal("30.73"),
-    "composite_success_score": Decimal("50.11"), "monthly_active_users": 3,
+    "customer_health_score": Decimal("68.33"), "churn_risk_score": Decimal("28.17"),
+    "composite_success_score": Decimal("51.94"), "monthly_active_users": 3,
     "user_activation_rate": Decimal("0.6667"), "avg_engagement_score": Decimal("4.44"),
     "features_adopted": 3, "core_feature_adoption_rate": Decimal("1.0000"),
     "support_tickets_30d": 2, "ticket_resolution_rate": Decimal("0.5000"),
@@ -39,13 +40,13 @@ ALPHA = {
     "avg_device_health_score": Decimal("90.00"), "volume_processed_30d": 650,
     "current_mrr": Decimal("800.00"), "previous_month_mrr": Decimal("1000.00"),
 }
-# Beta (2): no seats, tickets or devices: every ratio with a zero denominator is NULL; the only
-#   health component is adoption = 0 of 2 core features -> health 0. MRR flat at 99.50 ->
-#   contraction 0 -> churn = 0.7*100 + 0.3*0 = 70. Success = health only -> 0.
+# Beta (2): no seats, tickets or devices: every ratio with a zero denominator is NULL, and no
+#   health component has evidence (adoption needs a seat: 0 of 2 core features by nobody is no
+#   evidence) -> health NULL, so churn and success are NULL too. MRR flat at 99.50.
 BETA = {
     "customer_name": "Beta O'Neil & Søn", "segment": "smb", "plan": "starter",
-    "customer_health_score": Decimal("0.00"), "churn_risk_score": Decimal("70.00"),
-    "composite_success_score": Decimal("0.00"), "monthly_active_users": 0,
+    "customer_health_score": None, "churn_risk_score": None,
+    "composite_success_score": None, "monthly_active_users": 0,
     "user_activation_rate": None, "avg_engagement_score": None, "features_adopted": 0,
     "core_feature_adoption_rate": Decimal("0.0000"), "support_tickets_30d": 0,
     "ticket_resolution_rate": None, "avg_ticket_resolution_hours": None,

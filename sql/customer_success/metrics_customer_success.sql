@@ -13,7 +13,12 @@
 --   refreshed for [D-30, D) before this query runs). The user -> customer link is read from
 --   raw.users by this query, not from the state's customer_id (frozen when a state day is built:
 --   a user who reaches raw.users after their events would never count).
--- Definitions, units and tiers: include/registry/customer_success.yaml.
+-- Arithmetic: every published value is one exact numeric fraction rounded once, at the end, to
+--   the places the registry states (round() is half away from zero): no float and no rounded
+--   intermediate, except that churn_risk_score and composite_success_score are computed from the
+--   published (rounded) values of their row, as their formulas say. The numerator is cast to
+--   numeric(60, 30), so the one division keeps 30 decimals and round() sees the exact value.
+-- Definitions, units, rounding and tiers: include/registry/customer_success.yaml.
 
 with
 
@@ -22,7 +27,8 @@ params as (
         {{ param('metric_date') }}::date as d,
         {{ param('metric_date') }}::date - 30 as d_30,
         {{ param('metric_date') }}::date - 7 as d_7,
-        ({{ param('metric_date') }}::date - interval '1 month')::date as d_prev_month
+        ({{ param('metric_date') }}::date - interval '1 month')::date as d_prev_month,
+        3 as min_tickets_for_support   -- the support component of health needs >= 3 tickets in 30d
 ),
 
 -- ---------------------------------------------------------------- import CTEs
@@ -127,8 +133,7 @@ engagement as (
         count(*) as seat_count,
         count(*) filter (where is_activated) as activated_seats,
         count(*) filter (where active_days_7d > 0) as weekly_active_seats,
-        -- share of the last 30 days each seat was active, averaged over seats, as 0-100
-        avg(100.0 * active_days / 30) as avg_engagement_score
+        sum(active_days) as active_seat_days
     from seat_activity
     group by customer_id
 ),
@@ -171,9 +176,13 @@ tickets as (
         count(*) filter (
             where tickets.created_at >= params.d_30 and tickets.resolved_at < params.d
         ) as resolved_of_opened_30d,
-        avg(extract(epoch from tickets.resolved_at - tickets.created_at) / 3600.0) filter (
+        count(*) filter (
             where tickets.resolved_at >= params.d_30 and tickets.resolved_at < params.d
-        ) as avg_ticket_resolution_hours
+        ) as resolved_30d,
+        -- exact seconds (extract(epoch ...) is numeric): divided once, in final
+        sum(extract(epoch from tickets.resolved_at - tickets.created_at)) filter (
+            where tickets.resolved_at >= params.d_30 and tickets.resolved_at < params.d
+        ) as resolution_seconds_30d
     from {{ source_schema }}.support_tickets as tickets, params
     where
         tickets.created_at < params.d
@@ -208,7 +217,7 @@ device_health as (
     select
         customer_id,
         count(*) as active_device_count,
-        avg(health_score) as avg_device_health_score
+        sum(health_score) as device_health_sum
     from latest_readings
     group by customer_id
 ),
@@ -224,7 +233,7 @@ device_volume as (
     group by devices.customer_id
 ),
 
--- ---------------------------------------------------------------- per-customer base metrics
+-- ---------------------------------------------------------------- per-customer exact counts
 base as (
     select
         params.d as metric_date,
@@ -232,21 +241,21 @@ base as (
         customers.customer_name,
         customers.segment,
         plan_in_force.plan,
+        params.min_tickets_for_support,
         coalesce(monthly_actives.monthly_active_users, 0) as monthly_active_users,
-        engagement.seat_count,
+        coalesce(engagement.seat_count, 0) as seat_count,
+        engagement.activated_seats,
         engagement.weekly_active_seats,
-        engagement.activated_seats::numeric / nullif(engagement.seat_count, 0)
-            as user_activation_rate,
-        engagement.avg_engagement_score,
+        engagement.active_seat_days,
         coalesce(adoption.features_adopted, 0) as features_adopted,
-        coalesce(adoption.core_features_used, 0)::numeric
-        / nullif((select count(*) from core_features), 0) as core_feature_adoption_rate,
+        coalesce(adoption.core_features_used, 0) as core_features_used,
+        (select count(*) from core_features) as core_features_released,
         coalesce(tickets.support_tickets_30d, 0) as support_tickets_30d,
-        tickets.resolved_of_opened_30d::numeric / nullif(tickets.support_tickets_30d, 0)
-            as ticket_resolution_rate,
-        tickets.avg_ticket_resolution_hours,
+        coalesce(tickets.resolved_of_opened_30d, 0) as resolved_of_opened_30d,
+        tickets.resolved_30d,
+        tickets.resolution_seconds_30d,
         coalesce(device_health.active_device_count, 0) as active_device_count,
-        device_health.avg_device_health_score,
+        device_health.device_health_sum,
         coalesce(device_volume.volume_processed_30d, 0) as volume_processed_30d,
         coalesce(mrr.current_mrr, 0.00) as current_mrr,
         nullif(mrr.previous_month_mrr, 0) as previous_month_mrr
@@ -262,49 +271,90 @@ base as (
     left join mrr on customers.customer_id = mrr.customer_id
 ),
 
--- ---------------------------------------------------------------- composite scores
+-- ---------------------------------------------------------------- health, exactly
 health_components as (
+    -- each health component as an exact fraction n / d on 0-100 with its weight w; a component
+    -- without evidence has w = 0, n = 0, d = 1 (left out, the other weights rescaled)
     select
         base.*,
-        -- engagement: share of today's seats active in the last 7 days
+        -- engagement: seats active in [D-7, D) / seats; needs a seat
+        case when base.seat_count > 0 then 0.35 else 0 end as w_engagement,
+        case when base.seat_count > 0 then 100 * base.weekly_active_seats else 0 end as n_engagement,
+        case when base.seat_count > 0 then base.seat_count else 1 end as d_engagement,
+        -- adoption: core features used / released; needs a seat (no users: nothing to adopt)
+        -- and a released core feature
+        case when base.seat_count > 0 and base.core_features_released > 0 then 0.25 else 0 end
+            as w_adoption,
         case
-            when base.seat_count > 0
-                then 100.0 * base.weekly_active_seats / base.seat_count
-        end as c_engagement,
-        100.0 * base.core_feature_adoption_rate as c_adoption,
-        100.0 * base.ticket_resolution_rate as c_support,
-        base.avg_device_health_score as c_devices
+            when base.seat_count > 0 and base.core_features_released > 0
+                then 100 * base.core_features_used
+            else 0
+        end as n_adoption,
+        case
+            when base.seat_count > 0 and base.core_features_released > 0
+                then base.core_features_released
+            else 1
+        end as d_adoption,
+        -- support: tickets of [D-30, D) resolved by D / tickets; needs min_tickets_for_support
+        case when base.support_tickets_30d >= base.min_tickets_for_support then 0.20 else 0 end
+            as w_support,
+        case
+            when base.support_tickets_30d >= base.min_tickets_for_support
+                then 100 * base.resolved_of_opened_30d
+            else 0
+        end as n_support,
+        case
+            when base.support_tickets_30d >= base.min_tickets_for_support
+                then base.support_tickets_30d
+            else 1
+        end as d_support,
+        -- devices: mean latest health of active devices; needs an active device
+        case when base.active_device_count > 0 then 0.20 else 0 end as w_devices,
+        coalesce(base.device_health_sum, 0) as n_devices,
+        greatest(base.active_device_count, 1) as d_devices
     from base
 ),
 
 health as (
+    -- weighted mean of the available components = one fraction over their common denominator:
+    -- sum of w_i x n_i x (the other d_j) / (sum of w_i x all d_j)
     select
-        health_components.*,
-        -- health: weighted mean of available components (0.35, 0.25, 0.20, 0.20), rescaled
-        (
-            coalesce(0.35 * health_components.c_engagement, 0)
-            + coalesce(0.25 * health_components.c_adoption, 0)
-            + coalesce(0.20 * health_components.c_support, 0)
-            + coalesce(0.20 * health_components.c_devices, 0)
-        ) / nullif(
-            case when health_components.c_engagement is null then 0 else 0.35 end
-            + case when health_components.c_adoption is null then 0 else 0.25 end
-            + case when health_components.c_support is null then 0 else 0.20 end
-            + case when health_components.c_devices is null then 0 else 0.20 end,
-            0
-        ) as health_raw,
-        -- MRR contraction month over month, 0-100; null without last month's MRR
-        -- (explicit case: greatest() and least() would turn the null into 0 or 100)
-        case
-            when health_components.previous_month_mrr is not null
-                then least(
-                        100.0,
-                        100.0
-                        * greatest(0, health_components.previous_month_mrr - health_components.current_mrr)
-                        / health_components.previous_month_mrr
-                    )
-        end as c_contraction
+        *,
+        round(
+            (
+                w_engagement * n_engagement * d_adoption * d_support * d_devices
+                + w_adoption * n_adoption * d_engagement * d_support * d_devices
+                + w_support * n_support * d_engagement * d_adoption * d_devices
+                + w_devices * n_devices * d_engagement * d_adoption * d_support
+            )::numeric(60, 30)
+            / nullif(
+                (w_engagement + w_adoption + w_support + w_devices)
+                * d_engagement * d_adoption * d_support * d_devices,
+                0
+            ),
+            2
+        ) as customer_health_score,
+        round(activated_seats::numeric(60, 30) / nullif(seat_count, 0), 4) as user_activation_rate,
+        -- mean over seats of 100 x active days / 30 = 100 x all seats' active days / (30 x seats)
+        round((100 * active_seat_days)::numeric(60, 30) / nullif(30 * seat_count, 0), 2)
+            as avg_engagement_score
     from health_components
+),
+
+-- ---------------------------------------------------------------- scores from published values
+risk_components as (
+    -- MRR contraction month over month as an exact fraction n / d on 0-100 (at most 100) with
+    -- weight 0.3; weight 0 without last month's MRR
+    select
+        *,
+        case when previous_month_mrr is not null then 0.3 else 0 end as w_contraction,
+        case
+            when previous_month_mrr is not null
+                then 100 * least(previous_month_mrr, greatest(0, previous_month_mrr - current_mrr))
+            else 0
+        end as n_contraction,
+        coalesce(previous_month_mrr, 1) as d_contraction
+    from health
 ),
 
 final as (
@@ -314,24 +364,24 @@ final as (
         customer_name,
         segment,
         plan,
-        round(health_raw, 2) as customer_health_score,
-        -- churn risk: weighted mean of (100 - health) (0.7) and MRR contraction (0.3), rescaled
+        customer_health_score,
+        -- churn risk: weighted mean of (100 - published health) (0.7) and contraction (0.3);
+        -- NULL with a NULL health
         round(
-            (coalesce(0.7 * (100 - health_raw), 0) + coalesce(0.3 * c_contraction, 0))
-            / nullif(
-                case when health_raw is null then 0 else 0.7 end
-                + case when c_contraction is null or health_raw is null then 0 else 0.3 end,
-                0
-            ),
+            (0.7 * (100 - customer_health_score) * d_contraction + w_contraction * n_contraction)
+            ::numeric(60, 30)
+            / ((0.7 + w_contraction) * d_contraction),
             2
         ) as churn_risk_score,
-        -- success: weighted mean of health (0.5), engagement (0.25), activation (0.25), rescaled
+        -- success: weighted mean of the published health (0.5), avg_engagement_score (0.25) and
+        -- 100 x user_activation_rate (0.25), missing ones left out and the weights rescaled
         round(
             (
-                coalesce(0.5 * health_raw, 0) + coalesce(0.25 * avg_engagement_score, 0)
+                coalesce(0.5 * customer_health_score, 0) + coalesce(0.25 * avg_engagement_score, 0)
                 + coalesce(0.25 * 100 * user_activation_rate, 0)
-            ) / nullif(
-                case when health_raw is null then 0 else 0.5 end
+            )::numeric(60, 30)
+            / nullif(
+                case when customer_health_score is null then 0 else 0.5 end
                 + case when avg_engagement_score is null then 0 else 0.25 end
                 + case when user_activation_rate is null then 0 else 0.25 end,
                 0
@@ -339,19 +389,24 @@ final as (
             2
         ) as composite_success_score,
         monthly_active_users,
-        round(user_activation_rate, 4) as user_activation_rate,
-        round(avg_engagement_score, 2) as avg_engagement_score,
+        user_activation_rate,
+        avg_engagement_score,
         features_adopted,
-        round(core_feature_adoption_rate, 4) as core_feature_adoption_rate,
+        round(core_features_used::numeric(60, 30) / nullif(core_features_released, 0), 4)
+            as core_feature_adoption_rate,
         support_tickets_30d,
-        round(ticket_resolution_rate, 4) as ticket_resolution_rate,
-        round(avg_ticket_resolution_hours, 2) as avg_ticket_resolution_hours,
+        round(resolved_of_opened_30d::numeric(60, 30) / nullif(support_tickets_30d, 0), 4)
+            as ticket_resolution_rate,
+        -- mean resolution time = total seconds / (3600 x tickets), exact
+        round(resolution_seconds_30d::numeric(60, 30) / nullif(3600 * resolved_30d, 0), 2)
+            as avg_ticket_resolution_hours,
         active_device_count,
-        round(avg_device_health_score, 2) as avg_device_health_score,
+        round(device_health_sum::numeric(60, 30) / nullif(active_device_count, 0), 2)
+            as avg_device_health_score,
         volume_processed_30d,
         current_mrr,
         previous_month_mrr
-    from health
+    from risk_components
 )
 
 select * from final

@@ -328,10 +328,13 @@ def test_the_scheduled_run_of_a_day_builds_that_day_whatever_create_cron_data_in
     assert line[0] == "RESULT 2026-03-01T00:00:00+00:00 2026-03-01T00:00:00+00:00"
 
 
-def test_a_metric_date_param_overrides_the_logical_date(dagbag, seeded):
+def test_a_metric_date_param_overrides_the_logical_date(pg_server, seeded):
     import pendulum
+    from airflow.dag_processing.dagbag import DagBag
 
-    dag = dagbag.get_dag("metrics_sales")
+    # a DAG of its own: dag.test(run_conf=...) leaves the conf in the in-memory tasks' params
+    # (Airflow 3.3.2), which would leak into other tests sharing the session's DagBag
+    dag = DagBag(dag_folder=str(ROOT / "dags")).get_dag("metrics_sales")
     dr = dag.test(logical_date=pendulum.datetime(TODAY.year, TODAY.month, TODAY.day, tz="UTC"),
                   run_conf={"metric_date": str(YESTERDAY)})
     assert dr.state == "success"

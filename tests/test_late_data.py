@@ -163,3 +163,29 @@ def test_the_daily_dag_republishes_late_data_and_the_lookback_fits_the_window(da
     assert conn.execute("select old_value, new_value, reason like 'late data%%' from "
                         "metrics_ops.restatements where metric_name = 'daily_active_users' "
                         "and metric_date = %s", (yesterday,)).fetchall() == [(dau, dau + 1, True)]
+
+
+def test_a_republished_day_says_why_it_changed(product):
+    x = date(2026, 3, 9)
+    pipeline.refresh_domain(product, PA, x, "scheduled__2026-03-09T00:00:00+00:00")
+    _event(product, 500, 3, "2026-03-08")  # a late row for D-1, picked up by a backfill
+    pipeline.refresh_domain(product, PA, x, "backfill__2026-03-09T00:00:00+00:00")
+    # the published definition differs from the one in force now (registry or SQL edited)
+    product.execute("update metrics_ops.publish_history set definition_hash = 'older' "
+                    "where target = %s", (PA.table,))
+    _event(product, 501, 2, "2026-03-08")
+    pipeline.refresh_domain(product, PA, x, "manual__2026-03-09T12:00:00+00:00")
+    product.execute("insert into raw.users (user_id, customer_id, created_at, activated_at) "
+                    "values (4, 1, '2025-01-01', '2025-01-02')")
+    _event(product, 502, 4, "2026-03-07")  # a new user in the week: WAU 3 -> 4, DAU unchanged
+    pipeline.refresh_domain(product, PA, x, "manual__2026-03-09T13:00:00+00:00")
+    reasons = product.execute(
+        "select run_id, reason, old_value, new_value from metrics_ops.restatements "
+        "where metric_name = 'daily_active_users' order by restatement_id").fetchall()
+    assert [(r[1].split(" (")[0], r[2], r[3]) for r in reasons] == [
+        ("backfill", 1, 2), ("definition change", 2, 3)]
+    assert reasons[1][1] == (f"definition change (registry or SQL older -> "
+                             f"{pipeline.definition_hash(PA)})")
+    assert product.execute("select reason, old_value, new_value from metrics_ops.restatements "
+                           "where metric_name = 'weekly_active_users' order by restatement_id desc "
+                           "limit 1").fetchone() == ("manual rerun", 3, 4)

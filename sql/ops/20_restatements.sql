@@ -19,5 +19,6 @@ create table if not exists metrics_ops.restatements (
 create index if not exists restatements_lookup_idx
 on metrics_ops.restatements (domain, metric_name, metric_date, entity_id, restated_at);
 
--- The schema version a day was published under: a rerun under another one is a definition change.
-alter table metrics_ops.publish_history add column if not exists schema_hash text;
+-- The definition (registry file + build SQL) a day was published under: a republication under
+-- another one is a definition change.
+alter table metrics_ops.publish_history add column if not exists definition_hash text;

@@ -485,10 +485,20 @@ RUN_KINDS = {"scheduled": "scheduled rerun", "backfill": "backfill", "manual": "
              "asset_triggered": "asset-triggered rerun"}
 
 
+def definition_hash(domain: Domain) -> str:
+    """What a domain's numbers are defined by: its registry file, its build SQL and the build
+    SQL of the states it reads. A republication under another hash is a definition change."""
+    h = hashlib.sha256()
+    for path in [domain.path, SQL_DIR / domain.build_sql,
+                 *(SQL_DIR / states()[s].sql for s in domain.states)]:
+        h.update(path.read_bytes())
+    return h.hexdigest()[:16]
+
+
 def _rerun_reason(previous_hash: str | None, current_hash: str, run_id: str | None) -> str:
     """Why a day published before is published again (when the caller does not say)."""
     if previous_hash and previous_hash != current_hash:
-        return f"definition change (schema {previous_hash} -> {current_hash})"
+        return f"definition change (registry or SQL {previous_hash} -> {current_hash})"
     kind = (run_id or "").split("__", 1)[0]
     return RUN_KINDS.get(kind, "rerun")
 
@@ -504,7 +514,7 @@ def publish(conn, domain: Domain, dates: date | list[date], run_id: str | None =
     reasons = reasons or {}
     cols = ", ".join(domain.table_columns)
     stage = stage_key(run_id)
-    current_hash = schema_hash()
+    current_hash = definition_hash(domain)
     total = 0
     with (_busy_on_lock_timeout(conn, f"publish {domain.table} {dates[0]}..{dates[-1]}"),
           conn.transaction(), conn.cursor() as cur):
@@ -524,7 +534,7 @@ def publish(conn, domain: Domain, dates: date | list[date], run_id: str | None =
                 log.info("%s %s: already published by this run (%d rows)", domain.table, d, done[0])
                 total += done[0]
                 continue
-            cur.execute("select schema_hash from metrics_ops.publish_history where target = %s "
+            cur.execute("select definition_hash from metrics_ops.publish_history where target = %s "
                         "and metric_date = %s order by version desc limit 1", (domain.table, d))
             previous = cur.fetchone()
             reason = reasons.get(d) or _rerun_reason(previous[0] if previous else None, current_hash, run_id)
@@ -544,7 +554,7 @@ def publish(conn, domain: Domain, dates: date | list[date], run_id: str | None =
             cur.execute(f"delete from {STAGING_SCHEMA}.{domain.table} where stage_id = %s "  # noqa: S608
                         "and metric_date = %s", (stage, d))
             _log_publication(cur, domain.table, [d], run_id, rows, version=version,
-                             schema_hash_=current_hash)
+                             definition_hash_=current_hash)
             total += rows
             log.info("%s %s: published %d rows; %d value(s) restated%s", domain.table, d, rows,
                      restated, f" ({reason})" if restated else "")
@@ -552,13 +562,13 @@ def publish(conn, domain: Domain, dates: date | list[date], run_id: str | None =
 
 
 def _log_publication(cur, target: str, dates: list[date], run_id: str | None, rows: int,
-                     version: int | None = None, schema_hash_: str | None = None) -> None:
+                     version: int | None = None, definition_hash_: str | None = None) -> None:
     """One new version per (target, date); the latest in publish_log, every one in history."""
     cur.execute(
         """
         with pub as (
             insert into metrics_ops.publish_history
-                (version, target, metric_date, run_id, row_count, published_at, schema_hash)
+                (version, target, metric_date, run_id, row_count, published_at, definition_hash)
             select coalesce(%(version)s, nextval('metrics_ops.publish_version')), %(target)s, d,
                    %(run_id)s, %(rows)s, clock_timestamp(), %(hash)s
             from unnest(%(dates)s::date[]) as d
@@ -571,7 +581,7 @@ def _log_publication(cur, target: str, dates: list[date], run_id: str | None, ro
             run_id = excluded.run_id, row_count = excluded.row_count, version = excluded.version
         """,
         {"target": target, "run_id": run_id, "rows": rows, "dates": dates, "version": version,
-         "hash": schema_hash_},
+         "hash": definition_hash_},
     )
 
 

@@ -30,3 +30,31 @@ def test_warehouse_catalog_table_mirrors_the_registry(conn):
         "where domain = 'customer_success' and metric_name = 'nps_score'").fetchone()
     assert row == ("metrics_customer_success", "tier_2", "score", "placeholder", "Survey integration",
                    "cs-analytics")
+
+
+def test_catalog_shows_each_metrics_rounding():
+    text = catalog.render_markdown()
+    assert "| metric | description | formula | unit | window | rounding | good when |" in text
+    cs = text[text.index("## customer_success"):]
+    assert "| `customer_health_score` |" in cs and "| 30d (engagement 7d) | 2 decimals | higher |" in cs
+    assert "| `monthly_active_users` |" in cs and "| 30d | integer | higher |" in cs
+    assert "| `user_activation_rate` |" in cs and "| as of D | 4 decimals | higher |" in cs
+    mk = text[text.index("## marketing"):]
+    assert "| channel | 30d | n/a (text) | neutral |" in mk
+
+
+def test_warehouse_catalog_gains_the_rounding_column_on_an_existing_warehouse(conn):
+    # a warehouse migrated before the column existed: `create table if not exists` alone would
+    # keep the old table; the migration adds the column and fills it
+    pipeline.ensure_schema(conn)
+    conn.execute("alter table entity.metrics_catalog drop column rounding")
+    conn.execute("update metrics_ops.schema_version set schema_hash = 'before-rounding'")
+    assert pipeline.ensure_schema(conn)
+    got = dict(conn.execute(
+        "select metric_name, rounding from entity.metrics_catalog where domain = 'customer_success' "
+        "and metric_name in ('customer_health_score', 'user_activation_rate', 'monthly_active_users')"
+    ).fetchall())
+    assert got == {"customer_health_score": 2, "user_activation_rate": 4, "monthly_active_users": 0}
+    expected = {(d.name, m.name): m.rounding for d in load_registry().values() for m in d.metrics}
+    rows = conn.execute("select domain, metric_name, rounding from entity.metrics_catalog").fetchall()
+    assert {(d, n): r for d, n, r in rows} == expected

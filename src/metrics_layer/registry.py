@@ -23,6 +23,7 @@ STATUSES = ("implemented", "placeholder")
 DIRECTIONS = ("higher_is_better", "lower_is_better", "neutral")
 SQL_TYPES = ("numeric", "integer", "bigint", "text", "date", "boolean")
 NUMERIC_TYPES = ("numeric", "integer", "bigint")
+MAX_ROUNDING = 10
 # late rows: every daily run rebuilds this many days of state before its metric_date (and
 # republishes the metric_dates whose windows saw a changed day)
 DEFAULT_LOOKBACK_DAYS = 3
@@ -48,6 +49,9 @@ class Metric:
     group: str = ""
     type: str = "numeric"
     requires: str | None = None
+    # decimal places of the published values (round() once, at the end): 0 for counts, None for
+    # a text metric (or not declared; tests/test_rounding.py requires it for every numeric one)
+    rounding: int | None = None
 
     @property
     def implemented(self) -> bool:
@@ -169,12 +173,20 @@ def load_domain(path: Path) -> Domain:
         _require(mtype in SQL_TYPES, path, where, f"type {mtype!r} not in {SQL_TYPES}")
         if m["status"] == "placeholder":
             _require(bool(m.get("requires")), path, where, "a placeholder must say what it requires")
+        rounding = m.get("rounding")
+        _require(rounding is None or (type(rounding) is int and 0 <= rounding <= MAX_ROUNDING), path,
+                 where, f"rounding must be a number of decimal places 0-{MAX_ROUNDING} (got {rounding!r})")
+        _require(rounding in (None, 0) or mtype == "numeric", path, where,
+                 f"type {mtype} holds whole numbers: rounding must be 0 (got {rounding})")
+        _require(rounding is None or mtype in NUMERIC_TYPES, path, where,
+                 f"a {mtype} metric has no rounding")
         metrics.append(Metric(
             name=mname, domain=name, description=str(m["description"]).strip(),
             formula=str(m["formula"]).strip(), unit=_ident(m["unit"], path, where + " unit"),
             window=str(m["window"]),
             direction=m["direction"], tier=m["tier"], owner=m.get("owner", raw["owner"]),
             status=m["status"], group=m.get("group", ""), type=mtype, requires=m.get("requires"),
+            rounding=rounding,
         ))
     window = int(raw.get("state_window_days", 30))
     lookback = int(raw.get("lookback_days", DEFAULT_LOOKBACK_DAYS))

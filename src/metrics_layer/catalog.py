@@ -59,9 +59,10 @@ def render_markdown() -> str:
              "Generated from `include/registry/*.yaml` by `make catalog`: do not edit by hand. The",
              "same rows are in the warehouse table `entity.metrics_catalog`.", "",
              "Rounding: the decimal places of the published values (`rounding` in the registry and",
-             "in `entity.metrics_catalog`; 0 = integer). Each value is computed exactly and rounded",
-             "once, at the end, half away from zero; a metric that is a sum of source amounts in",
-             "cents is exact at 2 decimals without rounding.", ""]
+             "in `entity.metrics_catalog`; integer = 0). Values are rounded with PostgreSQL's",
+             "round() (half away from zero); a sum of source amounts in cents is exact at 2",
+             "decimals without rounding. Where a formula says \"exact\", the value is computed",
+             "without any intermediate rounding and rounded once.", ""]
     for d in domains:
         n_impl, n_ph = len(d.implemented), len(d.placeholders)
         lines.append(f"- [{d.name}](#{d.name}-entity{d.table}): "

@@ -136,7 +136,9 @@ channel_credit as (
     -- linear attribution: each conversion's 1 credit split equally over its touchpoints
     select
         conversion_touches.channel,
-        sum(1.0 / touches_per_lead.touches) as credit
+        -- 1/n carries ~20 digits, so 3 x 1/3 sums to 0.999...: round the noise away (10 decimals
+        -- is far above it and far below any real difference) so equal credit ranks by name
+        round(sum(1.0 / touches_per_lead.touches), 10) as credit
     from conversion_touches
     inner join touches_per_lead on conversion_touches.lead_id = touches_per_lead.lead_id
     group by conversion_touches.channel

@@ -85,9 +85,13 @@ deals as (
         avg(opportunities.amount) filter (
             where opportunities.stage = 'closed_won' and opportunities.closed_at < params.d
         ) as avg_deal_size,
-        avg(extract(epoch from opportunities.closed_at - opportunities.created_at) / 86400.0) filter (
+        -- one exact division (total seconds / (deals x 86400)), rounded once in final: averaging
+        -- per-deal divisions drifts below .xx5 ties
+        sum(extract(epoch from opportunities.closed_at - opportunities.created_at)) filter (
             where opportunities.stage = 'closed_won' and opportunities.closed_at < params.d
-        ) as avg_sales_cycle_days
+        ) / nullif(count(*) filter (
+            where opportunities.stage = 'closed_won' and opportunities.closed_at < params.d
+        ) * 86400.0, 0) as avg_sales_cycle_days
     from opportunities, params
     group by opportunities.rep_id
 ),

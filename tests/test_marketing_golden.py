@@ -38,8 +38,10 @@ TABLE = "entity.metrics_marketing"
 #   on D); bounced #2, #6 -> 0.5; converted #1 -> 0.25.
 # New customers created in the window: 101, 102, 104 (02-08 00:00), 105, 107 = 5 (103 on D,
 #   106 long ago) -> customer_acquisition_cost = 375 / 5 = 75.
+# Spend of the last complete day D-1 = 03-09: 200 (Google) -> ad_spend_1d = 200 (the 555 of D
+#   itself is after the snapshot).
 EXPECTED = {
-    "total_ad_spend_active": Decimal("375.00"),
+    "total_ad_spend_active": Decimal("375.00"), "ad_spend_1d": Decimal("200.00"),
     "google_ads_spend": Decimal("300.00"), "google_ads_roi": Decimal("4.0000"),
     "meta_ads_spend": Decimal("50.00"), "meta_ads_roi": Decimal("-1.0000"),
     "linkedin_ads_spend": Decimal("0"), "linkedin_ads_roi": None,
@@ -104,7 +106,7 @@ def test_a_date_with_no_activity_gives_zero_counts_and_null_ratios(conn):
     load_fixture(conn, "marketing_golden.sql")
     # 2025-11-01: no spend, lead, conversion, session or new customer in any window
     row = _build(conn, date(2025, 11, 1))
-    zero = {"total_ad_spend_active": 0, "google_ads_spend": 0, "meta_ads_spend": 0,
+    zero = {"total_ad_spend_active": 0, "ad_spend_1d": 0, "google_ads_spend": 0, "meta_ads_spend": 0,
             "linkedin_ads_spend": 0, "other_platforms_spend": 0, "total_mqls": 0, "website_sessions": 0}
     assert {k: row[k] for k in zero} == zero
     nulls = [m.name for m in MK.implemented if m.name not in zero]

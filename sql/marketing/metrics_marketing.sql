@@ -23,7 +23,8 @@ params as (
 spend as (
     select
         spend_daily.platform,
-        spend_daily.spend
+        spend_daily.spend,
+        spend_daily.spend_date = params.d - 1 as on_last_day
     from {{ source_schema }}.ad_spend_daily as spend_daily, params
     where spend_daily.spend_date >= params.d_30 and spend_daily.spend_date < params.d
 ),
@@ -76,6 +77,8 @@ new_customers as (
 spend_totals as (
     select
         coalesce(sum(spend), 0) as total_spend,
+        -- the last complete day, D-1: a daily flow, additive over days (metrics_api's MTD/QTD/YTD)
+        coalesce(sum(spend) filter (where on_last_day), 0) as spend_1d,
         coalesce(sum(spend) filter (where platform = 'google_ads'), 0) as google_ads_spend,
         coalesce(sum(spend) filter (where platform = 'meta_ads'), 0) as meta_ads_spend,
         coalesce(sum(spend) filter (where platform = 'linkedin_ads'), 0) as linkedin_ads_spend,
@@ -170,6 +173,7 @@ final as (
         params.d as metric_date,
         'all'::text as marketing_scope,
         spend_totals.total_spend as total_ad_spend_active,
+        spend_totals.spend_1d as ad_spend_1d,
         spend_totals.google_ads_spend,
         round(
             (revenue_totals.google_ads_revenue - spend_totals.google_ads_spend)

@@ -11,7 +11,7 @@ CATALOG_MD = DOCS_DIR / "metrics.md"
 CATALOG_TABLE = "entity.metrics_catalog"
 COLUMNS = ("domain", "table_name", "metric_name", "metric_group", "description", "formula", "unit",
            "sql_type", "time_window", "direction", "importance_tier", "owner", "status", "requires",
-           "rounding")
+           "rounding", "additive")
 
 
 def rounding_text(m: Metric) -> str:
@@ -40,7 +40,8 @@ def _domain_md(d: Domain) -> list[str]:
                 "| metric | description | formula | unit | window | rounding | good when |",
                 "|---|---|---|---|---|---|---|"]
         out += [f"| `{m.name}` | {_cell(m.description)} | {_cell(m.formula)} | {m.unit} | "
-                f"{_cell(m.window)} | {rounding_text(m)} | "
+                f"{_cell(m.window)}{' (additive: MTD/QTD/YTD in metrics_api)' if m.additive else ''} | "
+                f"{rounding_text(m)} | "
                 f"{m.direction.replace('_is_better', '').replace('_', ' ')} |"
                 for m in metrics]
         out.append("")
@@ -51,6 +52,29 @@ def _domain_md(d: Domain) -> list[str]:
                 for m in d.placeholders]
         out.append("")
     return out
+
+
+COMPARISONS_MD = """## Time comparisons: `entity.metrics_api`
+
+One row per `metric_date`, domain, entity and metric of `metrics_unified_domains`, with the value,
+its unit, tier and direction, and:
+
+| columns | rule |
+|---|---|
+| `value_1d_ago`, `value_7d_ago` | the value of `metric_date - 1` and `- 7` days |
+| `value_1m_ago` | the value of `metric_date - 1 month`, clamped to the month's last day: the 28th to the 31st of March all compare with February's last day |
+| `value_1y_ago` | `metric_date - 1 year`: February 29 compares with February 28 |
+| `value_364d_ago` | the same weekday a year before (weekday-aligned year over year, for daily activity) |
+| `change_x` | `metric_value - value_x_ago` |
+| `pct_change_x` | `100 * change_x / abs(value_x_ago)`, rounded to 2 decimals; NULL when the base is 0 or missing, never infinity or an error |
+| (any comparison) | NULL when the earlier date has no row for the entity, never 0 |
+| `mtd_total`, `qtd_total`, `ytd_total` | additive metrics only (a daily flow: the value of metric_date X covers day X-1): the sum over the days of the period through D-1, the period being the month, quarter or year of D-1 |
+| `prior_mtd_total`, `prior_qtd_total`, `prior_ytd_total` | the same days of the previous period: its first day through the same day of month (clamped to its month end) |
+| `is_improving` | compared with the day before, from the direction: higher (or lower) is better; NULL for neutral metrics, an unchanged value or no value the day before |
+
+The fan-in maintains it per metric_date: the dates it rebuilt in the unified table and the later
+dates whose comparisons point at them, never all of history.
+""".splitlines()
 
 
 def render_markdown() -> str:
@@ -70,6 +94,7 @@ def render_markdown() -> str:
     lines.append("")
     for d in domains:
         lines += _domain_md(d)
+    lines += COMPARISONS_MD
     return "\n".join(lines).rstrip() + "\n"
 
 
@@ -79,7 +104,7 @@ def write_markdown() -> None:
 
 def catalog_rows() -> list[tuple]:
     return [(d.name, d.table, m.name, m.group, m.description, m.formula, m.unit, m.type, m.window,
-             m.direction, m.tier, m.owner, m.status, m.requires, m.rounding)
+             m.direction, m.tier, m.owner, m.status, m.requires, m.rounding, m.additive)
             for d in load_registry().values() for m in d.metrics]
 
 
@@ -93,10 +118,12 @@ def sync_catalog(cur) -> None:
             unit text not null, sql_type text not null, time_window text not null,
             direction text not null, importance_tier text not null, owner text not null,
             status text not null, requires text, rounding integer,
+            additive boolean not null default false,
             primary key (domain, metric_name)
         )""")
     # a catalog created before a column existed: `create table if not exists` does not add it
     cur.execute(f"alter table {CATALOG_TABLE} add column if not exists rounding integer")
+    cur.execute(f"alter table {CATALOG_TABLE} add column if not exists additive boolean not null default false")
     cur.execute(f"delete from {CATALOG_TABLE}")  # noqa: S608
     cur.executemany(f"insert into {CATALOG_TABLE} ({cols}) values ({', '.join(['%s'] * len(COLUMNS))})",  # noqa: S608
                     catalog_rows())

@@ -684,8 +684,18 @@ def build_unified(conn, run_id: str | None = None, force_dates: list[date] | Non
                         "where domain = %s and metric_date = any(%s)", (name, dates))
             summary[name] = int(cur.fetchone()[0])
             all_dates.update(dates)
+            build_api(cur, domain, dates, run_id)
             log.info("%s: rebuilt %s for %d date(s) %s..%s", UNIFIED_TABLE, name, len(dates),
                      dates[0], dates[-1])
+        # metrics_api slices never built (a new deployment, or the table added later)
+        for name, domain in registry.items():
+            if name not in work or not work[name]:
+                cur.execute("select s.metric_date from metrics_ops.unified_slices as s where s.domain = %s "
+                            "and not exists (select 1 from metrics_ops.api_slices as a where "
+                            "a.domain = s.domain and a.metric_date = s.metric_date) order by 1", (name,))
+                missing = [r[0] for r in cur.fetchall()]
+                if missing:
+                    build_api(cur, domain, missing, run_id)
         if all_dates:
             cur.execute(f"select metric_date, count(*) from {ENTITY_SCHEMA}.{UNIFIED_TABLE} "  # noqa: S608
                         "where metric_date = any(%s) group by 1", (sorted(all_dates),))
@@ -694,3 +704,65 @@ def build_unified(conn, run_id: str | None = None, force_dates: list[date] | Non
     if not summary:
         log.info("%s: nothing stale, nothing rebuilt", UNIFIED_TABLE)
     return summary
+
+
+# ---------------------------------------------------------------------------- comparisons
+
+def api_dates(cur, domain: Domain, changed: list[date]) -> list[date]:
+    """The metric_dates of metrics_api to rebuild when the unified values of `changed` dates
+    changed: those dates and every later date whose comparisons point at one of them (1 and 7
+    days, 1 month (clamped: several dates can point at a month's last day), 1 year, 364 days;
+    and the rest of the year for the period-to-date totals of additive metrics), among the dates
+    the unified table holds for the domain."""
+    additive = any(m.additive for m in domain.unified)
+    cur.execute(
+        """
+        select distinct c.x
+        from unnest(%(changed)s::date[]) as s (d)
+        cross join lateral (
+            select s.d as x
+            union all select s.d + 1
+            union all select s.d + 7
+            union all select s.d + 364
+            union all
+            select g::date from generate_series(s.d + 28, s.d + 31, interval '1 day') as g
+            where (g - interval '1 month')::date = s.d
+            union all
+            select g::date from generate_series(s.d + 365, s.d + 366, interval '1 day') as g
+            where (g - interval '1 year')::date = s.d
+            union all
+            select g::date from generate_series(s.d + 1, s.d + 732, interval '1 day') as g
+            where %(additive)s
+        ) as c
+        where exists (select 1 from metrics_ops.unified_slices as u
+                      where u.domain = %(domain)s and u.metric_date = c.x)
+        order by 1
+        """,
+        {"changed": sorted(changed), "additive": additive, "domain": domain.name},
+    )
+    return [r[0] for r in cur.fetchall()]
+
+
+def build_api(cur, domain: Domain, changed: list[date], run_id: str | None = None) -> list[date]:
+    """Rebuild entity.metrics_api for `changed` dates of `domain` and the dates whose
+    comparisons point at them (inside the caller's transaction). Returns the dates rebuilt."""
+    dates = api_dates(cur, domain, changed)
+    if not dates:
+        return []
+    cur.execute("delete from entity.metrics_api where domain = %s and metric_date = any(%s)",
+                (domain.name, dates))
+    cur.execute(sqlrender.render("api/metrics_api.sql"), {"domain": domain.name, "dates": dates})
+    cur.execute(
+        """
+        insert into metrics_ops.api_slices (domain, metric_date, built_at, run_id, row_count)
+        select %(domain)s, d, now(), %(run_id)s,
+               (select count(*) from entity.metrics_api as a where a.domain = %(domain)s and a.metric_date = d)
+        from unnest(%(dates)s::date[]) as d
+        on conflict (domain, metric_date) do update set built_at = excluded.built_at,
+            run_id = excluded.run_id, row_count = excluded.row_count
+        """,
+        {"domain": domain.name, "dates": dates, "run_id": run_id},
+    )
+    log.info("metrics_api: rebuilt %s for %d date(s) %s..%s", domain.name, len(dates), dates[0], dates[-1])
+    return dates
+

@@ -52,6 +52,9 @@ class Metric:
     # decimal places of the published values (round() once, at the end): 0 for counts, None for
     # a text metric (or not declared; tests/test_rounding.py requires it for every numeric one)
     rounding: int | None = None
+    # a daily flow whose values add up over days (the value of metric_date X covers day X-1):
+    # metrics_api adds period-to-date totals (MTD, QTD, YTD) against the prior period for it
+    additive: bool = False
 
     @property
     def implemented(self) -> bool:
@@ -186,8 +189,11 @@ def load_domain(path: Path) -> Domain:
             window=str(m["window"]),
             direction=m["direction"], tier=m["tier"], owner=m.get("owner", raw["owner"]),
             status=m["status"], group=m.get("group", ""), type=mtype, requires=m.get("requires"),
-            rounding=rounding,
+            rounding=rounding, additive=bool(m.get("additive", False)),
         ))
+        _require(isinstance(m.get("additive", False), bool), path, where, "additive must be true or false")
+        _require(not metrics[-1].additive or metrics[-1].numeric, path, where,
+                 "only a numeric metric can be additive")
     window = int(raw.get("state_window_days", 30))
     lookback = int(raw.get("lookback_days", DEFAULT_LOOKBACK_DAYS))
     _require(0 <= lookback <= window, path, "lookback_days",

@@ -1,0 +1,68 @@
+-- entity.metrics_api: every value of metrics_unified_domains with its time comparisons.
+-- Grain: one row per metric_date, domain, entity and metric (the unified table's key).
+-- Maintained by the fan-in per metric_date: the dates it rebuilt in the unified table and the
+-- later dates whose comparisons point at them (1 day, 7 days, 1 month, 1 year and 364 days
+-- later, and the rest of the year for additive metrics); never rebuilt over all history.
+-- Rules (docs/metrics.md, "Time comparisons"):
+--   value_1m_ago: the value of metric_date - 1 month, clamped to the month's last day (the 31st
+--     compares with Feb 28/29, Apr 30 ...); value_1y_ago: metric_date - 1 year (Feb 29 -> Feb 28);
+--     value_364d_ago: the same weekday a year before;
+--   a comparison whose earlier date has no row for the entity is NULL, not 0;
+--   change_x = metric_value - value_x_ago; pct_change_x = 100 * change_x / |value_x_ago|,
+--     NULL when the base is 0 or missing, rounded to 2 decimals;
+--   for additive metrics (a daily flow; the value of metric_date X covers day X-1): mtd_total sums
+--     the values of the days of the period to date (MTD: the month of D-1, through D-1), and
+--     prior_mtd_total the same days of the previous period (through the same day of month,
+--     clamped); QTD and YTD alike;
+--   is_improving: compared with the day before, from the metric's direction (NULL when neutral,
+--     unchanged or without a base).
+create table if not exists entity.metrics_api (
+    metric_date date not null,
+    domain text not null,
+    entity_type text not null,
+    entity_id text not null,
+    entity_name text,
+    metric_name text not null,
+    metric_value numeric not null,
+    unit text not null,
+    importance_tier text not null,
+    direction text not null,
+    value_1d_ago numeric,
+    change_1d numeric,
+    pct_change_1d numeric,
+    value_7d_ago numeric,
+    change_7d numeric,
+    pct_change_7d numeric,
+    value_1m_ago numeric,
+    change_1m numeric,
+    pct_change_1m numeric,
+    value_1y_ago numeric,
+    change_1y numeric,
+    pct_change_1y numeric,
+    value_364d_ago numeric,
+    change_364d numeric,
+    pct_change_364d numeric,
+    mtd_total numeric,
+    prior_mtd_total numeric,
+    qtd_total numeric,
+    prior_qtd_total numeric,
+    ytd_total numeric,
+    prior_ytd_total numeric,
+    is_improving boolean,
+    primary key (metric_date, domain, entity_id, metric_name)
+);
+-- dashboards: one metric over time (all entities or one), one entity's metrics on a date
+create index if not exists metrics_api_metric_idx
+on entity.metrics_api (domain, metric_name, metric_date);
+create index if not exists metrics_api_entity_idx
+on entity.metrics_api (domain, entity_id, metric_date);
+
+-- The fan-in's bookkeeping of metrics_api: which (domain, metric_date) it has built.
+create table if not exists metrics_ops.api_slices (
+    domain text not null,
+    metric_date date not null,
+    built_at timestamptz not null,
+    run_id text,
+    row_count bigint not null,
+    primary key (domain, metric_date)
+);

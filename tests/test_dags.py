@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from metrics_layer.alerts import SlackAlertNotifier
 from metrics_layer.factory import FAN_IN_TABLES
-from metrics_layer.registry import load_registry
+from metrics_layer.registry import source_domains
 
 DOMAIN_GRAPH = {
     "check_sources": {"refresh_state"},
@@ -14,7 +14,7 @@ DOMAIN_GRAPH = {
     "validate": {"publish"},
     "publish": set(),
 }
-UNIFIED_GRAPH = {"build_unified": set()}
+UNIFIED_GRAPH = {"build_overview": {"build_unified"}, "build_unified": set()}
 
 
 def _graph(dag) -> dict[str, set[str]]:
@@ -23,7 +23,8 @@ def _graph(dag) -> dict[str, set[str]]:
 
 def test_every_dag_imports_without_errors(dagbag):
     assert dagbag.import_errors == {}
-    expected = {d.table for d in load_registry().values()} | {"metrics_unified"}
+    # one DAG per source domain; the derived company overview is built by the fan-in
+    expected = {d.table for d in source_domains()} | {"metrics_unified"}
     assert set(dagbag.dag_ids) == expected
 
 
@@ -50,7 +51,7 @@ def test_each_dag_file_parses_well_under_a_second(dagbag):
 
 
 def test_domain_dags_are_daily_and_publish_their_asset(dagbag):
-    for domain in load_registry().values():
+    for domain in source_domains():
         dag = dagbag.get_dag(domain.table)
         assert _graph(dag) == DOMAIN_GRAPH
         # an explicit timetable: 00:00 UTC daily, logical date = the day it runs, independent of
@@ -71,3 +72,6 @@ def test_unified_dag_runs_when_any_domain_asset_is_published(dagbag):
     assert names == set(FAN_IN_TABLES) == {
         "metrics_customer_success", "metrics_sales", "metrics_product_analytics", "metrics_marketing"}
     assert [o.name for o in dag.get_task("build_unified").outlets] == ["metrics_unified_domains"]
+    assert [o.name for o in dag.get_task("build_overview").outlets] == ["metrics_company_overview"]
+    # the unified table follows the domains even when the overview fails its checks
+    assert dag.get_task("build_unified").trigger_rule == "all_done"

@@ -20,7 +20,7 @@ from conftest import ROOT, TEST_DB
 from helpers import table_dump
 from metrics_layer import local, pipeline, seed, validation
 from metrics_layer.errors import WarehouseBusy, is_transient
-from metrics_layer.registry import load_registry
+from metrics_layer.registry import load_registry, source_domains
 
 TODAY = date.today()
 YESTERDAY = TODAY - timedelta(days=1)
@@ -105,7 +105,11 @@ def test_make_run_takes_a_date_through_every_domain_and_the_fan_in(seeded):
     assert f"[2/4] metrics_marketing {YESTERDAY}: failed" in out
     assert "metrics_unified (fan-in): success" in out
     assert f"failed: metrics_marketing {YESTERDAY}" in out
-    assert _unified_domains(seeded, YESTERDAY) == {"customer_success", "sales", "product"}
+    # the company overview is built from the three that published (marketing KPIs NULL)
+    assert _unified_domains(seeded, YESTERDAY) == {"customer_success", "sales", "product", "company"}
+    assert seeded.execute("select total_mrr is not null, total_ad_spend is null from "
+                          "entity.metrics_company_overview where metric_date = %s",
+                          (YESTERDAY,)).fetchone() == (True, True)
 
 
 # ---------------------------------------------------------------------------- a plain warehouse
@@ -139,7 +143,7 @@ def _unified_domains(conn, d: date) -> set[str]:
 
 def test_three_domains_reach_the_unified_table_while_the_fourth_fails(seeded):
     marketing = REGISTRY["marketing"]
-    for d in REGISTRY.values():
+    for d in source_domains():
         if d is not marketing:
             pipeline.refresh_domain(seeded, d, TODAY, f"run-{d.name}")
     seeded.execute("alter table raw.ad_spend_daily rename to ad_spend_gone")

@@ -110,7 +110,8 @@ def test_metrics_reader_reads_entity_only_and_cannot_write(pg_server, published)
     private_tables = [f"{s}.{t}" for s, t in published.execute(
         "select schemaname, tablename from pg_tables where schemaname = any(%s) order by 1, 2",
         (list(PRIVATE_SCHEMAS),)).fetchall()]
-    assert len(entity_tables) == 6  # four domains, the unified table, the catalog
+    # four domains, the company overview, the unified table, metrics_api, the catalog
+    assert len(entity_tables) == 8
     assert {t.split(".")[0] for t in private_tables} == set(PRIVATE_SCHEMAS)
 
     with _connect(pg_server, "metrics_reader") as reader:

@@ -66,3 +66,15 @@ create table if not exists metrics_ops.api_slices (
     row_count bigint not null,
     primary key (domain, metric_date)
 );
+
+-- The fan-in's bookkeeping of derived tables (the company overview): per metric_date, the highest
+-- publication version of its domain tables read before the build. Recording a version read
+-- BEFORE the build is safe: a domain publishing meanwhile only makes the date stale again.
+create table if not exists metrics_ops.derived_slices (
+    target text not null,
+    metric_date date not null,
+    source_version bigint not null,
+    built_at timestamptz not null,
+    run_id text,
+    primary key (target, metric_date)
+);

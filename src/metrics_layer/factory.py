@@ -24,7 +24,7 @@ from airflow.sdk import DAG, Asset, AssetAny, Param, get_current_context, task
 from airflow.timetables.trigger import CronTriggerTimetable
 
 from metrics_layer.alerts import SlackAlertNotifier
-from metrics_layer.registry import Domain, load_registry
+from metrics_layer.registry import Domain, derived_domains, load_registry
 from metrics_layer.runctx import DATE_PATTERN
 
 log = logging.getLogger(__name__)
@@ -243,7 +243,54 @@ def unified_dag(doc_md: str = "") -> DAG:
                                       "empty = only the slices a domain republished since")},
     ) as dag:
 
-        @task(outlets=[unified])
+        overview_assets = [table_asset(d.table) for d in derived_domains()]
+
+        @task(outlets=overview_assets)
+        @_task_errors
+        def build_overview(outlet_events=None):
+            """Build the derived tables (the company overview) for the dates a domain published
+            since: stage, validate with its tier-1 suite, then publish (restatements included);
+            a failed check leaves the last good overview in place and alerts."""
+            from datetime import date
+
+            from metrics_layer import pipeline, validation
+            from metrics_layer.errors import ValidationFailed
+
+            context = get_current_context()
+            run_id = context["run_id"]
+            forced = [date.fromisoformat(d) for d in context["params"]["metric_dates"]]
+            built = {}
+            for domain in derived_domains():
+
+                def stage(conn, domain=domain):
+                    pipeline.ensure_schema(conn)
+                    pipeline.check_sources(conn, domain)
+                    versions = pipeline.derived_versions(conn, domain, forced)
+                    for d in versions:
+                        pipeline.build_staging(conn, domain, d, run_id)
+                    return versions
+
+                versions = pipeline.run(stage)
+                if not versions:
+                    continue
+                failed = []
+                for d in versions:
+                    for attempt in pipeline.transient_retrying("validate"):
+                        with attempt:
+                            summary = validation.validate_day(domain, d, run_id, WAREHOUSE_CONN_ID)
+                    pipeline.run(pipeline.record_validation, domain, d, run_id, summary)
+                    if not summary.success:
+                        failed.append(summary.describe())
+                if failed:
+                    raise ValidationFailed("\n".join(failed))
+                pipeline.run(pipeline.publish, domain, list(versions), run_id)
+                pipeline.run(pipeline.record_derived, domain, versions, run_id)
+                built[domain.table] = [d.isoformat() for d in versions]
+                outlet_events[table_asset(domain.table)].extra = {"metric_dates": built[domain.table]}
+            return built
+
+        # the unified table follows the domains even when the overview failed its checks
+        @task(outlets=[unified], trigger_rule="all_done")
         @_task_errors
         def build_unified(outlet_events=None):
             """Rebuild the stale (domain, metric_date) slices of metrics_unified_domains."""
@@ -262,5 +309,5 @@ def unified_dag(doc_md: str = "") -> DAG:
             outlet_events[unified].extra = {"rebuilt": summary}
             return summary
 
-        build_unified()
+        build_overview() >> build_unified()
     return dag

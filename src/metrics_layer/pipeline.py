@@ -319,7 +319,8 @@ def check_sources(conn, domain: Domain) -> None:
                 "on the embedded demo warehouse run `make seed`."
             )
         empty = []
-        for src in domain.sources:
+        # a derived table may read a domain table that has not published yet (its KPIs stay NULL)
+        for src in (s for s in domain.sources if not (domain.derived and s.startswith("entity."))):
             cur.execute(f"select exists (select 1 from {_source_name(src)})")  # noqa: S608 - registry identifier
             if not cur.fetchone()[0]:
                 empty.append(_source_name(src))
@@ -765,4 +766,39 @@ def build_api(cur, domain: Domain, changed: list[date], run_id: str | None = Non
     )
     log.info("metrics_api: rebuilt %s for %d date(s) %s..%s", domain.name, len(dates), dates[0], dates[-1])
     return dates
+
+
+# ---------------------------------------------------------------------------- derived tables
+
+def derived_versions(conn, domain: Domain, force_dates: list[date] | None = None) -> dict[date, int]:
+    """The metric_dates of a derived table (the company overview) to rebuild, with the highest
+    publication version of its domain tables for each: dates some domain (re)published after the
+    derived row was built, plus `force_dates`."""
+    tables = [s.split(".", 1)[1] for s in domain.sources if s.startswith("entity.")]
+    with conn.cursor() as cur:
+        cur.execute(
+            """
+            select p.metric_date, max(coalesce(p.version, 0))
+            from metrics_ops.publish_log as p
+            left join metrics_ops.derived_slices as s
+                on s.target = %(target)s and s.metric_date = p.metric_date
+            where p.target = any(%(tables)s)
+            group by p.metric_date, s.source_version
+            having max(coalesce(p.version, 0)) > coalesce(s.source_version, -1)
+                or p.metric_date = any(%(force)s::date[])
+            order by 1
+            """,
+            {"target": domain.table, "tables": tables, "force": force_dates or []},
+        )
+        return dict(cur.fetchall())
+
+
+def record_derived(conn, domain: Domain, versions: dict[date, int], run_id: str | None) -> None:
+    conn.execute(
+        "insert into metrics_ops.derived_slices (target, metric_date, source_version, built_at, run_id) "
+        "select %s, d, v, now(), %s from unnest(%s::date[], %s::bigint[]) as t (d, v) "
+        "on conflict (target, metric_date) do update set source_version = excluded.source_version, "
+        "built_at = excluded.built_at, run_id = excluded.run_id",
+        (domain.table, run_id, list(versions), list(versions.values())),
+    )
 

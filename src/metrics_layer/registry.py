@@ -27,6 +27,7 @@ MAX_ROUNDING = 10
 # late rows: every daily run rebuilds this many days of state before its metric_date (and
 # republishes the metric_dates whose windows saw a changed day)
 DEFAULT_LOOKBACK_DAYS = 3
+KINDS = ("source", "derived")
 METRIC_REQUIRED = ("name", "description", "formula", "unit", "window", "direction", "tier", "status")
 
 
@@ -89,6 +90,13 @@ class Domain:
     metrics: tuple[Metric, ...]
     path: Path = field(compare=False)
     headline: dict[str, str] = field(default_factory=dict, compare=False)
+    # "source": a domain DAG builds it from source tables; "derived": the fan-in builds it from
+    # the published domain tables (the company overview), after they publish
+    kind: str = "source"
+
+    @property
+    def derived(self) -> bool:
+        return self.kind == "derived"
 
     @property
     def implemented(self) -> tuple[Metric, ...]:
@@ -194,6 +202,9 @@ def load_domain(path: Path) -> Domain:
         _require(isinstance(m.get("additive", False), bool), path, where, "additive must be true or false")
         _require(not metrics[-1].additive or metrics[-1].numeric, path, where,
                  "only a numeric metric can be additive")
+    kind = raw.get("kind", "source")
+    _require(kind in KINDS, path, "kind", f"must be one of {KINDS}")
+    _require(kind == "source" or not raw.get("states"), path, "states", "a derived domain reads no state")
     window = int(raw.get("state_window_days", 30))
     lookback = int(raw.get("lookback_days", DEFAULT_LOOKBACK_DAYS))
     _require(0 <= lookback <= window, path, "lookback_days",
@@ -212,12 +223,14 @@ def load_domain(path: Path) -> Domain:
         build_sql=raw["build_sql"], expectation_suite=raw["expectation_suite"],
         metrics=tuple(metrics), path=path,
         headline={_ident(k, path, "headline"): str(v) for k, v in (raw.get("headline") or {}).items()},
+        kind=kind,
     )
 
 
 @cache
 def load_registry(directory: Path = REGISTRY_DIR) -> dict[str, Domain]:
-    """All domains, keyed by domain name, in file-name order."""
+    """All domains, keyed by domain name: source domains in file-name order, then the derived
+    ones (built from the others)."""
     domains: dict[str, Domain] = {}
     tables: set[str] = set()
     for path in sorted(directory.glob("*.yaml")):
@@ -226,7 +239,7 @@ def load_registry(directory: Path = REGISTRY_DIR) -> dict[str, Domain]:
             raise RegistryError(f"{path.name}: domain {d.name!r} or table {d.table!r} defined twice")
         domains[d.name] = d
         tables.add(d.table)
-    return domains
+    return dict(sorted(domains.items(), key=lambda kv: kv[1].derived))
 
 
 def domain_by_table(table: str) -> Domain:
@@ -234,3 +247,14 @@ def domain_by_table(table: str) -> Domain:
         if d.table == table:
             return d
     raise KeyError(f"no registry domain has table {table!r}")
+
+
+def source_domains() -> list[Domain]:
+    """The domains with a DAG of their own (built from source tables)."""
+    return [d for d in load_registry().values() if not d.derived]
+
+
+def derived_domains() -> list[Domain]:
+    """The domains the fan-in builds from the published domain tables."""
+    return [d for d in load_registry().values() if d.derived]
+

@@ -129,9 +129,14 @@ def test_demo_works_on_a_plain_warehouse_at_utc_plus_14(pg_server):
     out = r.stdout + r.stderr
     assert r.returncode == 0, out[-3000:]
     assert "does not exist" not in out
-    # the Basic Query printed 10 customers of today
-    assert "customer_health_score" in out
-    assert out.count(f"│ {TODAY}") == 10, out[-2500:]
+    # the four guide queries are printed; the Basic Query shows 10 customers of today
+    basic = out.split("01_basic_query:")[1].split("02_domain_overview:")[0]
+    assert "customer_health_score" in basic
+    assert basic.count(f"│ {TODAY}") == 10, out[-2500:]
+    for name in ("03_time_series_analysis:", "04_cross_domain_analysis:"):
+        assert name in out
+    # and the company overview's headline
+    assert "company           total_mrr" in out
 
 
 # ---------------------------------------------------------------------------- fan-in

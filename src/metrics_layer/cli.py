@@ -21,7 +21,6 @@ from metrics_layer import local
 from metrics_layer.paths import DOCS_DIR
 
 GUIDE_QUERIES = DOCS_DIR / "guide_queries"
-BASIC_QUERY = GUIDE_QUERIES / "01_basic_query.sql"
 
 
 def _connect():
@@ -220,10 +219,11 @@ def cmd_demo(args) -> None:
     n_unified = conn.execute("select count(*) from entity.metrics_unified_domains where metric_date = %s",
                              (today,)).fetchone()[0]
     print(f"  {'unified':<17} {n_unified:,} metric values in metrics_unified_domains")
-    print(f"\n[5/5] the guide's Basic Query ({time.monotonic() - started:.0f}s so far):\n")
-    query = BASIC_QUERY.read_text().split("\n", 1)[1]  # drop the provenance comment
-    print(query)
-    print_query(conn, query)
+    print(f"\n[5/5] the guide's four example queries, verbatim ({time.monotonic() - started:.0f}s so far):")
+    for path in sorted(GUIDE_QUERIES.glob("*.sql")):
+        query = path.read_text().split("\n", 1)[1]  # drop the provenance comment
+        print(f"\n{path.stem}:\n{query}")
+        print_query(conn, query)
     if local.EMBEDDED:
         print("\nConnect with psql (search_path includes entity, days are UTC):")
         print(f"  {local.psql_command()}")

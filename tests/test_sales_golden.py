@@ -18,6 +18,7 @@ TABLE = "entity.metrics_sales"
 # Ana (1):
 #   Open on D: #1 (10000, never closed), #3 (4000, won on 03-12, after D), #9 (500, lost at
 #   03-10 00:00, not before D) -> 3 open, 14500. #2 is created on D: not yet in the pipeline.
+#   pipeline_value repeats total_pipeline_value (the name the guide's Pipeline Velocity uses).
 #   Won in 90d: #4 (3000, 03-01 00:00), #5 (6000, 02-28 12:00), #8 (1000, 12-10 00:00) -> 3,
 #   10000; lost in 90d: #6 -> 1 (#7 was lost at 12-09 23:00, before the window).
 #   win_rate = 3 / 4 = 0.75; coverage = 14500 / 10000 = 1.45; avg deal = 10000 / 3 = 3333.33.
@@ -30,7 +31,8 @@ TABLE = "entity.metrics_sales"
 ANA = {
     "rep_name": "Ana Ortiz", "team": "mid_market",
     "total_pipeline_value": Decimal("14500.00"), "open_opportunities": 3,
-    "pipeline_coverage_ratio": Decimal("1.4500"), "deals_won_mtd": 1,
+    "pipeline_coverage_ratio": Decimal("1.4500"), "pipeline_value": Decimal("14500.00"),
+    "deals_won_mtd": 1,
     "revenue_closed_mtd": Decimal("3000.00"), "win_rate": Decimal("0.7500"),
     "avg_deal_size": Decimal("3333.33"), "avg_sales_cycle_days": Decimal("41.83"),
     "calls_made_30d": 2, "emails_sent_30d": 2, "meetings_held_30d": 1,
@@ -40,6 +42,7 @@ ANA = {
 BEN = {
     "rep_name": "Ben O'Connor", "team": "smb",
     "total_pipeline_value": Decimal("0"), "open_opportunities": 0, "pipeline_coverage_ratio": None,
+    "pipeline_value": Decimal("0"),
     "deals_won_mtd": 0, "revenue_closed_mtd": Decimal("0"), "win_rate": None,
     "avg_deal_size": None, "avg_sales_cycle_days": None,
     "calls_made_30d": 0, "emails_sent_30d": 0, "meetings_held_30d": 0,
@@ -51,7 +54,8 @@ BEN = {
 DEV = {
     "rep_name": "Dev Leaves-on-D", "team": "enterprise",
     "total_pipeline_value": Decimal("0"), "open_opportunities": 0,
-    "pipeline_coverage_ratio": Decimal("0.0000"), "deals_won_mtd": 1,
+    "pipeline_coverage_ratio": Decimal("0.0000"), "pipeline_value": Decimal("0"),
+    "deals_won_mtd": 1,
     "revenue_closed_mtd": Decimal("2500.00"), "win_rate": Decimal("1.0000"),
     "avg_deal_size": Decimal("2500.00"), "avg_sales_cycle_days": Decimal("13.00"),
     "calls_made_30d": 0, "emails_sent_30d": 0, "meetings_held_30d": 1,

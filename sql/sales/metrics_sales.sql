@@ -126,6 +126,8 @@ final as (
         coalesce(deals.open_opportunities, 0) as open_opportunities,
         round(coalesce(deals.total_pipeline_value, 0) / nullif(deals.won_revenue_90d, 0), 4)
             as pipeline_coverage_ratio,
+        -- the name the guide's Pipeline Velocity calculated field uses (registry: pipeline_value)
+        coalesce(deals.total_pipeline_value, 0) as pipeline_value,
         coalesce(deals.deals_won_mtd, 0) as deals_won_mtd,
         coalesce(deals.revenue_closed_mtd, 0) as revenue_closed_mtd,
         round(deals.won_90d::numeric / nullif(deals.won_90d + deals.lost_90d, 0), 4) as win_rate,

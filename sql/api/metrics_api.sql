@@ -73,10 +73,12 @@ compared as (
             sum(x.metric_value) filter (where x.metric_date - 1 >= t.quarter_start) as qtd_total,
             sum(x.metric_value) as ytd_total
         from entity.metrics_unified_domains as x
+        -- t.additive first: a one-time filter, so other metrics never scan their history
         where
-            x.domain = t.domain and x.metric_name = t.metric_name and x.entity_id = t.entity_id
+            t.additive
+            and x.domain = t.domain and x.metric_name = t.metric_name and x.entity_id = t.entity_id
             and x.metric_date - 1 >= t.year_start and x.metric_date <= t.metric_date
-    ) as ptd on t.additive
+    ) as ptd on true
     -- the previous period through the same day (clamped to that period's month end)
     left join lateral (
         select
@@ -93,10 +95,11 @@ compared as (
             ) as prior_ytd_total
         from entity.metrics_unified_domains as x
         where
-            x.domain = t.domain and x.metric_name = t.metric_name and x.entity_id = t.entity_id
+            t.additive
+            and x.domain = t.domain and x.metric_name = t.metric_name and x.entity_id = t.entity_id
             and x.metric_date - 1 >= (t.year_start - interval '1 year')::date
             and x.metric_date - 1 <= (t.last_day - interval '1 month')::date
-    ) as prior on t.additive
+    ) as prior on true
 ),
 
 final as (

@@ -11,7 +11,7 @@ import subprocess
 import sys
 import threading
 import time
-from datetime import date, timedelta
+from datetime import UTC, date, timedelta
 
 import psycopg
 import pytest
@@ -124,7 +124,11 @@ def test_demo_works_on_a_plain_warehouse_at_utc_plus_14(pg_server):
         c.execute(f'create database "{name}"')
         # nothing set on the database: default search_path, and a time zone a day ahead of UTC
         c.execute(f"alter database \"{name}\" set timezone = 'Pacific/Kiritimati'")
-    env = {local.WAREHOUSE_ENV: _conn_json(pg_server, name)}
+    # and a machine whose local date is not the UTC date (UTC+14 late in the UTC day, UTC-12
+    # early in it): metric dates are UTC days, so CURRENT_DATE finds today's rows all the same
+    from datetime import datetime
+    machine_tz = "Pacific/Kiritimati" if datetime.now(UTC).hour >= 12 else "Etc/GMT+12"
+    env = {local.WAREHOUSE_ENV: _conn_json(pg_server, name), "TZ": machine_tz}
     r, _ = _cli("demo", "--scale", "0.05", "--days", "35", "--runs", "1", env=env, timeout=400)
     out = r.stdout + r.stderr
     assert r.returncode == 0, out[-3000:]

@@ -18,6 +18,7 @@ import time
 from datetime import UTC, date, datetime, timedelta
 
 from metrics_layer import local
+from metrics_layer.dates import utc_today
 from metrics_layer.paths import DOCS_DIR
 
 GUIDE_QUERIES = DOCS_DIR / "guide_queries"
@@ -42,7 +43,7 @@ def cmd_seed(args) -> None:
     started = time.monotonic()
     counts = seed.seed(_connect(), scale=args.scale, days=args.days, seed=args.seed)
     print(f"seeded SCALE={args.scale} DAYS={args.days} SEED={args.seed} through "
-          f"{date.today() - timedelta(days=1)} in {time.monotonic() - started:.1f}s")
+          f"{utc_today() - timedelta(days=1)} in {time.monotonic() - started:.1f}s")
     for table, n in counts.items():
         print(f"  raw.{table:<18} {n:>10,}")
 
@@ -205,7 +206,7 @@ def cmd_demo(args) -> None:
     print("      " + ", ".join(f"{t} {n:,}" for t, n in counts.items()))
 
     domains = source_domains()
-    today = date.today()
+    today = utc_today()  # metric dates are UTC days, whatever this machine's time zone
     dates = [today - timedelta(days=i) for i in range(args.runs - 1, -1, -1)]
     print(f"[3/5] running {len(domains)} domain DAGs for {dates[0]}..{dates[-1]}, then the fan-in "
           f"(task logs: {log_path})")

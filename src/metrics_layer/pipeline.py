@@ -22,9 +22,10 @@ import os
 import re
 import time
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, timedelta
 
 from metrics_layer import catalog, sqlrender
+from metrics_layer.dates import utc_today
 from metrics_layer.errors import BuildError, SourceContractError, WarehouseBusy, describe, is_transient
 from metrics_layer.paths import SQL_DIR
 from metrics_layer.registry import Domain, load_registry
@@ -138,10 +139,6 @@ class StateSpec:
 def states() -> dict[str, StateSpec]:
     return {p.name: StateSpec(p.name) for p in sorted((SQL_DIR / "state").iterdir())
             if (p / "build.sql").exists()}
-
-
-def utc_today() -> date:
-    return datetime.now(UTC).date()
 
 
 def _utc(cur) -> None:

@@ -8,6 +8,7 @@ import logging
 import time
 from datetime import date
 
+from metrics_layer.dates import utc_today
 from metrics_layer.paths import SQL_DIR
 
 log = logging.getLogger(__name__)
@@ -23,10 +24,10 @@ def apply_source_contract(conn) -> None:
 def seed(conn, scale: float = 1.0, days: int = 45, seed: int = 42,
          end_date: date | None = None) -> dict[str, int]:
     """Regenerate every source table; history covers the `days` days before end_date
-    (default today, so data runs through yesterday). Returns row counts per table."""
+    (default today in UTC, so data runs through yesterday). Returns row counts per table."""
     if scale <= 0 or days < 1:
         raise ValueError(f"scale must be > 0 and days >= 1 (got scale={scale}, days={days})")
-    end_date = end_date or date.today()
+    end_date = end_date or utc_today()
     apply_source_contract(conn)
     started = time.monotonic()
     with conn.transaction(), conn.cursor() as cur:

@@ -190,20 +190,11 @@ def domain_dag(domain_name: str, doc_md: str = "") -> DAG:
         def validate(dates: list[str]):
             """Run the tier-1 expectation suite on every staged date; any failure blocks the
             publication of all of them."""
-            from metrics_layer import pipeline, validation
-            from metrics_layer.errors import ValidationFailed
+            from metrics_layer import validation
 
             _, _, run_id = _run_facts()
-            failed = []
-            for d in map(date.fromisoformat, dates):
-                for attempt in pipeline.transient_retrying("validate"):
-                    with attempt:
-                        summary = validation.validate_day(domain, d, run_id, WAREHOUSE_CONN_ID)
-                pipeline.run(pipeline.record_validation, domain, d, run_id, summary)
-                if not summary.success:
-                    failed.append(summary.describe())
-            if failed:
-                raise ValidationFailed("\n".join(failed))
+            validation.validate_dates(domain, [date.fromisoformat(d) for d in dates], run_id,
+                                      WAREHOUSE_CONN_ID)
             return dates
 
         @task(outlets=[asset])
@@ -254,7 +245,6 @@ def unified_dag(doc_md: str = "") -> DAG:
             from datetime import date
 
             from metrics_layer import pipeline, validation
-            from metrics_layer.errors import ValidationFailed
 
             context = get_current_context()
             run_id = context["run_id"]
@@ -273,16 +263,7 @@ def unified_dag(doc_md: str = "") -> DAG:
                 versions = pipeline.run(stage)
                 if not versions:
                     continue
-                failed = []
-                for d in versions:
-                    for attempt in pipeline.transient_retrying("validate"):
-                        with attempt:
-                            summary = validation.validate_day(domain, d, run_id, WAREHOUSE_CONN_ID)
-                    pipeline.run(pipeline.record_validation, domain, d, run_id, summary)
-                    if not summary.success:
-                        failed.append(summary.describe())
-                if failed:
-                    raise ValidationFailed("\n".join(failed))
+                validation.validate_dates(domain, list(versions), run_id, WAREHOUSE_CONN_ID)
                 pipeline.run(pipeline.publish, domain, list(versions), run_id)
                 pipeline.run(pipeline.record_derived, domain, versions, run_id)
                 built[domain.table] = [d.isoformat() for d in versions]

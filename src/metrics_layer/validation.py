@@ -147,3 +147,26 @@ def validate_day(domain: Domain, metric_date: date, run_id: str | None = None,
     summary.failures = [_describe_failure(r) for r in result.results if not r.success]
     log.info("%s (%.2fs)", summary.describe(), time.monotonic() - started)
     return summary
+
+
+def validate_dates(domain: Domain, dates: list[date], run_id: str | None,
+                   conn_id: str = "metrics_warehouse") -> int:
+    """Validate the run's staged slice of every date (transient errors retried), record each
+    outcome in metrics_ops.validation_log, and raise ValidationFailed naming every failure, so
+    none of the dates is published. Returns the expectations evaluated."""
+    from metrics_layer import pipeline
+    from metrics_layer.errors import ValidationFailed
+
+    failed, evaluated = [], 0
+    for d in dates:
+        for attempt in pipeline.transient_retrying("validate"):
+            with attempt:
+                summary = validate_day(domain, d, run_id, conn_id)
+        pipeline.run(pipeline.record_validation, domain, d, run_id, summary, conn_id=conn_id)
+        evaluated += summary.evaluated
+        if not summary.success:
+            failed.append(summary.describe())
+    if failed:
+        raise ValidationFailed("\n".join(failed))
+    return evaluated
+

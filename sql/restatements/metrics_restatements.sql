@@ -2,7 +2,8 @@
 -- (entity, implemented numeric metric) whose value differs between what readers see now
 -- (entity.<table>) and the run's staged slice, with both values; an entity that appears or
 -- disappears is a restatement from or to NULL. Nothing is recorded for a first publication.
--- Generated from the registry (one VALUES row per metric, as in the unified unpivot).
+-- Generated from the registry through the same unpivot macro as the unified table.
+{% from "unified/_unpivot.sql" import unpivot %}
 with
 
 published as (
@@ -11,12 +12,7 @@ published as (
         m.metric_name,
         m.metric_value
     from entity.{{ d.table }} as t
-    cross join lateral (
-        values
-        {% for m in d.unified %}
-            ('{{ m.name }}', t.{{ m.name }}::numeric){% if not loop.last %},{% endif %}
-        {% endfor %}
-    ) as m (metric_name, metric_value)
+    {{ unpivot(d) }}
     where t.metric_date = {{ param('metric_date') }}
 ),
 
@@ -26,12 +22,7 @@ staged as (
         m.metric_name,
         m.metric_value
     from metrics_staging.{{ d.table }} as t
-    cross join lateral (
-        values
-        {% for m in d.unified %}
-            ('{{ m.name }}', t.{{ m.name }}::numeric){% if not loop.last %},{% endif %}
-        {% endfor %}
-    ) as m (metric_name, metric_value)
+    {{ unpivot(d) }}
     where t.metric_date = {{ param('metric_date') }} and t.stage_id = {{ param('stage_id') }}
 ),
 

@@ -5,6 +5,7 @@
 -- Grain: one row per metric_date, domain, entity and implemented metric with a non-null value.
 -- Generated from the metric registry: one VALUES row per implemented numeric metric, so a
 -- metric added to the registry (and its table) appears here with no edit to this file.
+{% from "unified/_unpivot.sql" import unpivot %}
 with inserted as (
     insert into entity.metrics_unified_domains (
         metric_date, domain, entity_type, entity_id, entity_name, metric_name, metric_value,
@@ -21,12 +22,7 @@ with inserted as (
         m.importance_tier,
         m.unit
     from entity.{{ d.table }} as t
-    cross join lateral (
-        values
-        {% for m in d.unified %}
-            ('{{ m.name }}', t.{{ m.name }}::numeric, '{{ m.tier }}', '{{ m.unit }}'){% if not loop.last %},{% endif %}
-        {% endfor %}
-    ) as m (metric_name, metric_value, importance_tier, unit)
+    {{ unpivot(d) }}
     where t.metric_date = any({{ param('dates') }}::date []) and m.metric_value is not null
     returning metric_date
 ),

@@ -24,6 +24,7 @@ import pytest
 from conftest import LAYER_SCHEMAS, ROOT, TEST_DB, _connect
 from helpers import load_fixture
 from metrics_layer import local, pipeline
+from metrics_layer.dates import utc_today
 from metrics_layer.registry import load_registry
 
 GUIDE_QUERIES = ROOT / "docs" / "guide_queries"
@@ -42,7 +43,7 @@ def published(pg_server):
     conn = _connect(pg_server)
     for schema in LAYER_SCHEMAS:
         conn.execute(f"drop schema if exists {schema} cascade")
-    d = pipeline.utc_today()
+    d = utc_today()
     conn.execute("select set_config('guide.d', %s, false)", (d.isoformat(),))
     load_fixture(conn, "guide.sql")
     runs = [("product", d - timedelta(days=31)), ("product", d - timedelta(days=30)),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from datetime import date
 from functools import cache
 from pathlib import Path
 
@@ -28,6 +29,13 @@ MAX_ROUNDING = 10
 # republishes the metric_dates whose windows saw a changed day)
 DEFAULT_LOOKBACK_DAYS = 3
 KINDS = ("source", "derived")
+SEVERITIES = ("error", "warn")
+ANOMALY_AGGS = ("sum", "avg", "min", "max")
+DEFAULT_SLACK_CONN_ID = "slack_alerts"
+# anomaly checks: today's value against the same weekday of the last `weeks` weeks (robust:
+# median and median absolute deviation); see docs/runbook.md#anomaly
+ANOMALY_DEFAULTS = {"weeks": 8, "k": 4.0, "min_abs": 0.0, "min_rel": 0.2, "min_history": 4,
+                    "severity": "warn"}
 METRIC_REQUIRED = ("name", "description", "formula", "unit", "window", "direction", "tier", "status")
 
 
@@ -69,6 +77,34 @@ class Metric:
 
 
 @dataclass(frozen=True)
+class AnomalyRule:
+    """An anomaly check on a tier-1 metric's daily aggregate (`agg` over the domain's rows of a
+    metric_date): flagged when |today - median| of the same weekday's last `weeks` values exceeds
+    k x 1.4826 x MAD, and also min_abs and min_rel x |median|; no verdict with fewer than
+    `min_history` of those weeks published."""
+
+    metric: str
+    agg: str = "sum"
+    weeks: int = 8
+    k: float = 4.0
+    min_abs: float = 0.0
+    min_rel: float = 0.2
+    min_history: int = 4
+    severity: str = "warn"
+
+
+@dataclass(frozen=True)
+class Alerting:
+    """Where a domain's alerts go: the Slack connection (a webhook, or the Web API with
+    `channel`) and whom they mention (a Slack handle such as `<!subteam^S0123>` or `@team`)."""
+
+    owner: str
+    mention: str
+    slack_conn_id: str = DEFAULT_SLACK_CONN_ID
+    channel: str | None = None
+
+
+@dataclass(frozen=True)
 class Domain:
     name: str
     table: str
@@ -93,6 +129,11 @@ class Domain:
     # "source": a domain DAG builds it from source tables; "derived": the fan-in builds it from
     # the published domain tables (the company overview), after they publish
     kind: str = "source"
+    alerting: Alerting | None = field(default=None, compare=False)
+    # check name -> severity, overriding the default rule (validation.default_severity)
+    severity_overrides: dict[str, str] = field(default_factory=dict, compare=False)
+    anomalies: tuple[AnomalyRule, ...] = field(default=(), compare=False)
+    anomaly_exclude_dates: tuple[date, ...] = field(default=(), compare=False)
 
     @property
     def derived(self) -> bool:
@@ -211,6 +252,14 @@ def load_domain(path: Path) -> Domain:
              f"{lookback} must be between 0 and state_window_days ({window})")
     clash = seen & ({"metric_date", id_column, ent.get("name_column")} | set(dims))
     _require(not clash, path, "metrics", f"metric names clash with key columns: {sorted(clash)}")
+    alerting = _load_alerting(raw.get("alerts") or {}, raw["owner"], path)
+    checks = raw.get("checks") or {}
+    _require(isinstance(checks, dict), path, "checks", "must be a mapping")
+    overrides = {}
+    for check, sev in (checks.get("severity") or {}).items():
+        _require(sev in SEVERITIES, path, f"checks.severity[{check}]", f"must be one of {SEVERITIES}")
+        overrides[str(check)] = sev
+    anomalies, excluded = _load_anomalies(checks.get("anomaly") or {}, {m.name: m for m in metrics}, path)
     return Domain(
         name=name, table=table, owner=raw["owner"], description=raw["description"].strip(),
         grain=raw["grain"], as_of=raw["as_of"].strip(), entity_type=ent.get("type", id_column),
@@ -223,8 +272,51 @@ def load_domain(path: Path) -> Domain:
         build_sql=raw["build_sql"], expectation_suite=raw["expectation_suite"],
         metrics=tuple(metrics), path=path,
         headline={_ident(k, path, "headline"): str(v) for k, v in (raw.get("headline") or {}).items()},
-        kind=kind,
+        kind=kind, alerting=alerting, severity_overrides=overrides, anomalies=anomalies,
+        anomaly_exclude_dates=excluded,
     )
+
+
+def _load_alerting(raw: dict, owner: str, path: Path) -> Alerting:
+    _require(isinstance(raw, dict), path, "alerts", "must be a mapping")
+    unknown = set(raw) - {"mention", "slack_conn_id", "channel"}
+    _require(not unknown, path, "alerts", f"unknown keys {sorted(unknown)}")
+    conn_id = raw.get("slack_conn_id", DEFAULT_SLACK_CONN_ID)
+    _require(isinstance(conn_id, str) and bool(re.match(r"^[A-Za-z0-9_.-]+$", conn_id)), path,
+             "alerts.slack_conn_id", f"{conn_id!r} is not an Airflow connection id")
+    return Alerting(owner=owner, mention=str(raw.get("mention") or f"@{owner}"),
+                    slack_conn_id=conn_id, channel=raw.get("channel"))
+
+
+def _load_anomalies(raw: dict, metrics: dict[str, Metric], path: Path):
+    _require(isinstance(raw, dict), path, "checks.anomaly", "must be a mapping")
+    defaults = dict(ANOMALY_DEFAULTS)
+    defaults.update(raw.get("defaults") or {})
+    rules = []
+    for name, cfg in (raw.get("metrics") or {}).items():
+        where = f"checks.anomaly.metrics.{name}"
+        _require(name in metrics, path, where, "no such metric")
+        _require(metrics[name].implemented and metrics[name].numeric, path, where,
+                 "only an implemented numeric metric can have an anomaly check")
+        opts = {**defaults, **(cfg or {})}
+        unknown = set(opts) - set(ANOMALY_DEFAULTS) - {"agg"}
+        _require(not unknown, path, where, f"unknown keys {sorted(unknown)}")
+        rule = AnomalyRule(metric=name, agg=opts.get("agg", "sum"), weeks=int(opts["weeks"]),
+                           k=float(opts["k"]), min_abs=float(opts["min_abs"]),
+                           min_rel=float(opts["min_rel"]), min_history=int(opts["min_history"]),
+                           severity=opts["severity"])
+        _require(rule.agg in ANOMALY_AGGS, path, where, f"agg must be one of {ANOMALY_AGGS}")
+        _require(1 <= rule.min_history <= rule.weeks <= 52, path, where,
+                 "need 1 <= min_history <= weeks <= 52")
+        _require(rule.k > 0 and rule.min_abs >= 0 and rule.min_rel >= 0, path, where,
+                 "k must be > 0, min_abs and min_rel >= 0")
+        _require(rule.severity in SEVERITIES, path, where, f"severity must be one of {SEVERITIES}")
+        rules.append(rule)
+    excluded = []
+    for d in raw.get("exclude_dates") or []:
+        _require(isinstance(d, date), path, "checks.anomaly.exclude_dates", f"{d!r} is not a YYYY-MM-DD date")
+        excluded.append(d)
+    return tuple(rules), tuple(sorted(excluded))
 
 
 @cache

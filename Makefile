@@ -19,7 +19,7 @@ export AIRFLOW__CORE__DAGS_FOLDER := $(CURDIR)/dags
 export AIRFLOW__CORE__PLUGINS_FOLDER := $(CURDIR)/plugins
 export AIRFLOW__CORE__LOAD_EXAMPLES := False
 
-.PHONY: venv demo test test-airflow lint dag run migrate seed warehouse bench catalog constraints clean
+.PHONY: venv demo test test-airflow lint dag run migrate seed warehouse bench catalog docs constraints clean
 
 $(STAMP): requirements.txt requirements-dev.txt constraints.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -67,6 +67,9 @@ warehouse: venv ## start the embedded warehouse and print how to connect
 
 catalog: venv ## regenerate docs/metrics.md from the registry
 	$(BIN)/python -m metrics_layer.cli catalog
+
+docs: venv ## Great Expectations Data Docs of the last 7 published dates of every table (.local/data_docs/index.html)
+	$(BIN)/python -m metrics_layer.cli docs
 
 bench: venv ## benchmark the daily run: make bench SCALE=1 DAYS=60 (appends to bench/RESULTS.md)
 	$(BIN)/python bench/bench_daily.py --scale $(SCALE) --days $(DAYS)

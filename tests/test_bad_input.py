@@ -61,8 +61,9 @@ def test_a_failed_validation_leaves_the_published_day_in_place(golden):
     assert not summary.success
     assert [(f.expectation, f.column) for f in summary.failures] == [
         ("expect_column_values_to_be_between", "current_mrr")]
-    assert "1 of 3 rows unexpected" in summary.failures[0].detail
-    assert summary.failures[0].detail == "1 of 3 rows unexpected; e.g. -400.50; expected min_value=0.0"
+    assert summary.failures[0].detail == (
+        "[error] current_mrr_in_range; observed 1 of 3 rows unexpected; values -400.50; "
+        "expected current_mrr: min_value=0.0; e.g. Beta O'Neil & Søn (customer_id 2)")
     assert table_dump(golden, "entity.metrics_customer_success") == published
 
 
@@ -98,5 +99,6 @@ def test_a_day_missing_an_active_customer_fails_the_row_count_check(golden):
     summary = validation.validate_day(CS, D)
     assert [f.expectation for f in summary.failures] == ["unexpected_rows_expectation"]
     assert summary.failures[0].detail == (
-        "one row per customer active as of 00:00 UTC on the metric_date, no more, no fewer; "
-        "1 offending row(s); e.g. metric_date=2026-03-10, row_count=2, active_customers=3")
+        "[error] one_row_per_active_customer; observed 1 offending row(s); expected one row per "
+        "customer active as of 00:00 UTC on the metric_date, no more, no fewer; "
+        "e.g. metric_date=2026-03-10, row_count=2, active_customers=3")

@@ -125,16 +125,17 @@ def test_failed_validation_alerts_slack_and_keeps_the_last_good_day(dagbag, seed
     dr = run(dagbag, "metrics_customer_success", TODAY)
     assert dr.state == "failed"
     states = {ti.task_id: ti.state for ti in dr.get_task_instances()}
-    assert states["validate"] == "failed" and states["publish"] == "upstream_failed"
+    # the source check stops the day before anything is built
+    assert states["check_sources"] == "failed" and states["publish"] == "upstream_failed"
 
     # exactly one message, naming the DAG, the date, the task and what failed
     assert len(slack.posts) == 1
     assert slack.posts[0]["path"] == "/services/T000/B000/XXX"
     text = slack.texts[0]
     assert f"*metrics_customer_success* failed for metric_date *{TODAY}*" in text
-    assert "Task `validate`" in text
-    assert "expect_column_values_to_be_between(current_mrr)" in text
-    assert "1 of " in text and "rows unexpected" in text
+    assert "Task `check_sources`" in text
+    assert "subscriptions_mrr_non_negative" in text
+    assert f"subscription 999999 of customer {victim}" in text
     assert "readers still see the last good day" in text
     assert ("airflow dags trigger metrics_customer_success --conf "
             f"'{{\"metric_date\": \"{TODAY}\"}}'") in text

@@ -238,6 +238,16 @@ def cmd_catalog(_args) -> None:
     print(f"wrote {catalog.CATALOG_MD}")
 
 
+def cmd_docs(args) -> None:
+    from pathlib import Path
+
+    from metrics_layer import datadocs
+
+    print(local.ensure_warehouse())
+    index = datadocs.build(Path(args.out), days=args.days)
+    print(f"Data Docs: {index}")
+
+
 def main(argv: list[str] | None = None) -> None:
     local.apply_airflow_env()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -262,9 +272,12 @@ def main(argv: list[str] | None = None) -> None:
     m.add_argument("--seed", type=int, default=42)
     m.add_argument("--runs", type=int, default=7, help="number of metric_dates through today")
     sub.add_parser("catalog", help="regenerate docs/metrics.md from the registry")
+    g = sub.add_parser("docs", help="Great Expectations Data Docs of the latest published dates")
+    g.add_argument("--out", default=str(local.LOCAL_DIR / "data_docs"), help="site directory")
+    g.add_argument("--days", type=int, default=7, help="published dates per table")
     args = p.parse_args(argv)
     {"warehouse": cmd_warehouse, "seed": cmd_seed, "migrate": cmd_migrate, "dag": cmd_dag,
-     "run": cmd_run, "demo": cmd_demo, "catalog": cmd_catalog}[args.cmd](args)
+     "run": cmd_run, "demo": cmd_demo, "catalog": cmd_catalog, "docs": cmd_docs}[args.cmd](args)
 
 
 if __name__ == "__main__":

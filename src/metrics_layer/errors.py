@@ -25,6 +25,11 @@ class ValidationFailed(MetricsError):
     """A tier-1 expectation suite failed; the day was not published."""
 
 
+class SourceCheckFailed(MetricsError):
+    """Source rows the run reads break the contract (an error-severity source check found
+    them): the day is not built; the message names the rows (docs/runbook.md#source-check)."""
+
+
 class TransientError(Exception):
     """Trouble a retry can fix (e.g. a lock held by a long reader); the message says what."""
 

@@ -23,6 +23,7 @@ import pendulum
 from airflow.sdk import DAG, Asset, AssetAny, Param, get_current_context, task
 from airflow.timetables.trigger import CronTriggerTimetable
 
+from metrics_layer import alerts
 from metrics_layer.alerts import SlackAlertNotifier
 from metrics_layer.registry import Domain, derived_domains, load_registry
 from metrics_layer.runctx import DATE_PATTERN
@@ -87,6 +88,13 @@ def _task_errors(fn):
     return wrapper
 
 
+def _after_publish(*args) -> None:
+    # TEMPORARY until alerts.after_publish lands (helper): warn digest + resolved messages
+    fn = getattr(alerts, "after_publish", None)
+    if fn is not None:
+        fn(*args)
+
+
 def _run_facts():
     """(context, metric_date, run_id) of the running task."""
     from metrics_layer.runctx import metric_date
@@ -143,16 +151,31 @@ def domain_dag(domain_name: str, doc_md: str = "") -> DAG:
         @_task_errors
         def check_sources():
             """Migrate the schema if the registry changed; fail with one clear message if a
-            source table is missing or empty."""
-            from metrics_layer import pipeline
+            source table is missing or empty; run the source checks on the rows this run reads
+            (include/contract/source_checks.yaml): an error-severity failure stops the day here,
+            naming the rows; warnings are stored and alerted after publishing."""
+            from metrics_layer import checks, pipeline
+            from metrics_layer.errors import SourceCheckFailed
 
-            _, day, _ = _run_facts()
+            context, day, run_id = _run_facts()
 
             def step(conn):
                 pipeline.ensure_schema(conn)
                 pipeline.check_sources(conn, domain)
+                results = checks.source_checks(conn, domain, day)
+                checks.record(conn, domain, domain.table, run_id, day, results)
+                return results
 
-            pipeline.run(step)
+            results = pipeline.run(step)
+            blocking = [r for r in results if r.blocking]
+            for r in results:
+                if not r.success:
+                    log.warning("source check: %s", r.describe())
+            if blocking:
+                raise SourceCheckFailed(
+                    f"{domain.table} {day}: {len(blocking)} source check(s) failed with severity "
+                    "error; nothing was built or published, readers still see the last good day:\n"
+                    + "\n".join(f"  - {r.target}: {r.describe()}" for r in blocking))
             return day.isoformat()
 
         @task
@@ -194,7 +217,7 @@ def domain_dag(domain_name: str, doc_md: str = "") -> DAG:
 
             _, _, run_id = _run_facts()
             validation.validate_dates(domain, [date.fromisoformat(d) for d in dates], run_id,
-                                      WAREHOUSE_CONN_ID)
+                                      WAREHOUSE_CONN_ID, dag_id=domain.table)
             return dates
 
         @task(outlets=[asset])
@@ -210,6 +233,8 @@ def domain_dag(domain_name: str, doc_md: str = "") -> DAG:
                                 pipeline.late_data_reasons(days, day))
             outlet_events[asset].extra = {"metric_date": day.isoformat(), "metric_dates": dates,
                                           "rows": rows}
+            # warnings of this run, and the recovery of dates that alerted before (never raises)
+            _after_publish(domain, days, run_id, domain.table, get_current_context())
             return rows
 
         check_sources() >> (dates := refresh_state())
@@ -263,9 +288,11 @@ def unified_dag(doc_md: str = "") -> DAG:
                 versions = pipeline.run(stage)
                 if not versions:
                     continue
-                validation.validate_dates(domain, list(versions), run_id, WAREHOUSE_CONN_ID)
+                validation.validate_dates(domain, list(versions), run_id, WAREHOUSE_CONN_ID,
+                                          dag_id=UNIFIED_DAG_ID)
                 pipeline.run(pipeline.publish, domain, list(versions), run_id)
                 pipeline.run(pipeline.record_derived, domain, versions, run_id)
+                _after_publish(domain, list(versions), run_id, UNIFIED_DAG_ID, context)
                 built[domain.table] = [d.isoformat() for d in versions]
                 outlet_events[table_asset(domain.table)].extra = {"metric_dates": built[domain.table]}
             return built

@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from dataclasses import dataclass, field
 from datetime import date
 
-from metrics_layer import sqlrender
+from metrics_layer import checks, sqlrender
+from metrics_layer.checks import CheckResult
 from metrics_layer.paths import EXPECTATIONS_DIR
 from metrics_layer.registry import Domain
 
@@ -22,6 +24,8 @@ class Failure:
     expectation: str
     column: str | None
     detail: str
+    severity: str = "error"
+    check: str = ""
 
 
 @dataclass
@@ -30,18 +34,95 @@ class ValidationSummary:
     metric_date: date
     evaluated: int
     failures: list[Failure] = field(default_factory=list)
+    results: list[CheckResult] = field(default_factory=list)
 
     @property
     def success(self) -> bool:
-        return not self.failures
+        """No blocking failure: warnings alone let the day publish."""
+        return not any(f.severity == "error" for f in self.failures)
+
+    @property
+    def warnings(self) -> list[Failure]:
+        return [f for f in self.failures if f.severity != "error"]
 
     def describe(self) -> str:
-        if self.success:
-            return f"{self.table} {self.metric_date}: all {self.evaluated} expectations passed"
-        lines = [f"{self.table} {self.metric_date}: {len(self.failures)} of {self.evaluated} "
-                 "tier-1 expectations failed; the day was not published:"]
-        lines += [f"  - {f.expectation}({f.column or ''}): {f.detail}" for f in self.failures]
+        if not self.failures:
+            return f"{self.table} {self.metric_date}: all {self.evaluated} checks passed"
+        errors = [f for f in self.failures if f.severity == "error"]
+        head = (f"{self.table} {self.metric_date}: {len(errors)} of {self.evaluated} checks failed "
+                "with severity error; the day was not published" if errors else
+                f"{self.table} {self.metric_date}: {len(self.failures)} warning(s) of "
+                f"{self.evaluated} checks; the day publishes")
+        lines = [head + ":"]
+        lines += [f"  - [{f.severity}] {f.check}: {f.detail}" for f in errors + self.warnings]
         return "\n".join(lines)
+
+
+# GX expectation types that judge a distribution rather than each value: warn by default
+DISTRIBUTION_TYPES = ("expect_column_mean_to_be_between", "expect_column_median_to_be_between",
+                      "expect_column_stdev_to_be_between", "expect_column_quantile_values_to_be_between",
+                      "expect_column_kl_divergence_to_be_less_than",
+                      "expect_column_proportion_of_unique_values_to_be_between",
+                      "expect_column_unique_value_count_to_be_between",
+                      "expect_column_sum_to_be_between", "expect_column_min_to_be_between",
+                      "expect_column_max_to_be_between")
+VALUE_TYPES = ("expect_column_values_to_be_between", "expect_column_values_to_not_be_null",
+               "expect_column_values_to_be_in_set")
+_SUFFIX = {"expect_column_values_to_not_be_null": "not_null", "expect_column_values_to_be_between": "in_range",
+           "expect_column_values_to_be_in_set": "in_set", "expect_compound_columns_to_be_unique": "unique",
+           "expect_column_values_to_be_unique": "unique"}
+
+
+def check_name(expectation: dict) -> str:
+    """A check's stable name (the registry's `checks.severity` keys and the results table use
+    it): `meta.check` when the suite gives one (required for SQL checks), else column + kind."""
+    meta = expectation.get("meta") or {}
+    if meta.get("check"):
+        return meta["check"]
+    kw = expectation.get("kwargs", {})
+    typ = expectation["type"]
+    column = kw.get("column") or "_".join(kw.get("column_list", [])) or "table"
+    suffix = _SUFFIX.get(typ) or re.sub(r"^expect_(column_values_to_|column_|table_|compound_columns_to_)?", "", typ)
+    return f"{column}_{suffix}"
+
+
+def default_severity(domain: Domain, expectation: dict) -> str:
+    """error: integrity of tier-1 metrics, keys and cross-checks; warn: distribution checks and
+    checks of tier-2/3 metrics. The suite's meta.severity, then the registry's
+    checks.severity, override it."""
+    meta = expectation.get("meta") or {}
+    if meta.get("severity"):
+        return meta["severity"]
+    if expectation["type"] in DISTRIBUTION_TYPES:
+        return "warn"
+    column = expectation.get("kwargs", {}).get("column")
+    tiers = {m.name: m.tier for m in domain.metrics}
+    if column in tiers and tiers[column] != "tier_1":
+        return "warn"
+    return "error"
+
+
+def severity(domain: Domain, expectation: dict) -> str:
+    return checks.severity_of(domain, check_name(expectation), default_severity(domain, expectation))
+
+
+def uncovered_tier_1(domain: Domain, suite: dict) -> list[str]:
+    """Implemented tier-1 metrics that no check of `suite` actually tests: each needs a value
+    check on its column (a range or set, not only not-null) or an SQL cross-check whose WHERE
+    clause uses it. Only checks whose severity is error count."""
+    tested: set[str] = set()
+    for e in suite["expectations"]:
+        if severity(domain, e) != "error":
+            continue
+        kw = e.get("kwargs", {})
+        if e["type"] in ("expect_column_values_to_be_between", "expect_column_values_to_be_in_set"):
+            if kw.get("min_value") is not None or kw.get("max_value") is not None or kw.get("value_set"):
+                tested.add(kw.get("column"))
+        elif e["type"] == "unexpected_rows_expectation":
+            where = re.split(r"\bwhere\b", kw.get("unexpected_rows_query", ""), maxsplit=1, flags=re.I)
+            if len(where) == 2:
+                tested |= {m.name for m in domain.metrics if re.search(rf"\b{m.name}\b", where[1])}
+    return [m.name for m in domain.implemented if m.tier == "tier_1" and m.name not in tested]
 
 
 def load_suite_json(domain: Domain) -> dict:
@@ -77,38 +158,75 @@ def _exception_messages(info) -> list[str]:
     return list(dict.fromkeys(m for m in messages if m))
 
 
-def _describe_failure(res) -> Failure:
-    """One line an on-call person can act on: what was observed, which rows, what was expected."""
+def _row_text(row) -> str:
+    return ", ".join(f"{k}={v}" for k, v in (row.items() if isinstance(row, dict) else enumerate(row)))
+
+
+def _check_result(domain: Domain, res) -> tuple[CheckResult, list]:
+    """The stored result of one expectation, and the ids of the offending entities (names are
+    looked up afterwards): what was observed, which rows, what was expected."""
     cfg = res.expectation_config
     kwargs = dict(cfg.kwargs)
-    column = kwargs.pop("column", None) or (",".join(kwargs.pop("column_list", [])) or None)
-    kwargs.pop("batch_id", None)
-    kwargs.pop("result_format", None)
+    expectation = {"type": cfg.type, "kwargs": kwargs, "meta": cfg.meta or {}}
+    name, sev = check_name(expectation), severity(domain, expectation)
+    kwargs = {k: v for k, v in kwargs.items() if k not in ("batch_id", "result_format", "unexpected_rows_query")}
+    column = kwargs.pop("column", None)
+    column_list = kwargs.pop("column_list", None)
     r = res.result or {}
-    parts = []
+    observed, ids, rows = [], [], []
     if cfg.type == "unexpected_rows_expectation":
         # a SQL check: its description says what it guards; show the offending rows, not the SQL
-        kwargs.pop("unexpected_rows_query", None)
-        if cfg.description:
-            parts.append(cfg.description)
         rows = (r.get("details") or {}).get("unexpected_rows") or []
-        parts.append(f"{r.get('observed_value', len(rows))} offending row(s)")
-        if rows:
-            parts.append("e.g. " + "; ".join(
-                ", ".join(f"{k}={v}" for k, v in (row.items() if isinstance(row, dict) else enumerate(row)))
-                for row in rows[:3]))
-    elif "observed_value" in r:
-        parts.append(f"observed {r['observed_value']}")
-    if r.get("unexpected_count"):
-        parts.append(f"{r['unexpected_count']} of {r.get('element_count', '?')} rows unexpected")
-    sample = r.get("partial_unexpected_list") or []
-    if sample:
-        parts.append("e.g. " + ", ".join(str(v) for v in sample[:5]))
+        observed.append(f"{r.get('observed_value', len(rows))} offending row(s)")
+        ids = [row.get(domain.id_column) for row in rows if isinstance(row, dict) and domain.id_column in row]
+    else:
+        if "observed_value" in r:
+            observed.append(f"{r['observed_value']}")
+        if r.get("unexpected_count"):
+            observed.append(f"{r['unexpected_count']} of {r.get('element_count', '?')} rows unexpected")
+        sample = r.get("partial_unexpected_list") or []
+        if sample:
+            observed.append("values " + ", ".join(str(v) for v in sample[:5]))
+        ids = [i.get(domain.id_column) for i in (r.get("unexpected_index_list") or [])
+               if isinstance(i, dict)]
     for message in _exception_messages(res.exception_info):
-        parts.append(f"the check itself errored: {message}")
+        observed.append(f"the check itself errored: {message}")
+    expected = cfg.description or ""
     if kwargs:
-        parts.append("expected " + ", ".join(f"{k}={v}" for k, v in kwargs.items()))
-    return Failure(cfg.type, column, "; ".join(parts) or "failed")
+        expected = (expected + "; " if expected else "") + ", ".join(f"{k}={v}" for k, v in kwargs.items())
+    if column:
+        expected = f"{column}: {expected}"
+    elif column_list:
+        expected = f"{', '.join(column_list)}: {expected or 'unique'}"
+    result = CheckResult(
+        "expectation", name, domain.table, sev, bool(res.success), metric=column,
+        observed="; ".join(observed) or ("passed" if res.success else "failed"),
+        expected=expected or None,
+        details={"type": cfg.type, "rows": [_row_text(x) for x in rows[:checks.MAX_ENTITIES]]})
+    return result, list(dict.fromkeys(i for i in ids if i is not None))[:checks.MAX_ENTITIES]
+
+
+def _name_entities(domain: Domain, results: list[tuple[CheckResult, list]], relation: str, where: str,
+                   conn_id: str) -> None:
+    """Fill each failed result's `entity` with the names of its offending entities (the
+    domain's name column, else the id), or with its first offending rows."""
+    from metrics_layer import pipeline
+
+    wanted = sorted({i for r, ids in results if not r.success for i in ids}, key=str)
+    names: dict = {}
+    if wanted and domain.name_column:
+        with pipeline.connect(conn_id) as conn, conn.cursor() as cur:
+            cur.execute(f"select {domain.id_column}, {domain.name_column} from {relation} "  # noqa: S608
+                        f"where {where} and {domain.id_column} = any(%s)", (wanted,))
+            names = dict(cur.fetchall())
+    for r, ids in results:
+        if r.success:
+            continue
+        if ids:
+            r.entity = ", ".join(f"{names[i]} ({domain.id_column} {i})" if i in names
+                                 else f"{domain.id_column} {i}" for i in ids)
+        elif r.details.get("rows"):
+            r.entity = "; ".join(r.details["rows"])
 
 
 def quiet_gx_logging() -> None:
@@ -137,36 +255,53 @@ def validate_day(domain: Domain, metric_date: date, run_id: str | None = None,
     where = f"metric_date = date '{metric_date.isoformat()}'"
     if schema == pipeline.STAGING_SCHEMA:
         where += f" and stage_id = '{pipeline.stage_key(run_id)}'"
-    asset = source.add_query_asset(domain.table, query=f"select * from {schema}.{domain.table} where {where}")  # noqa: S608
+    relation = f"{schema}.{domain.table}"
+    asset = source.add_query_asset(domain.table, query=f"select * from {relation} where {where}")  # noqa: S608
     batch = asset.add_batch_definition_whole_table("day").get_batch()
     suite = gx.ExpectationSuite(**load_suite_json(domain))
-    # COMPLETE: SQL checks return their offending rows (SUMMARY drops them)
+    # COMPLETE: SQL checks return their offending rows and map checks the offending ids
     result = batch.validate(suite, result_format={"result_format": "COMPLETE",
-                                                  "partial_unexpected_count": 5})
-    summary = ValidationSummary(domain.table, metric_date, len(result.results))
-    summary.failures = [_describe_failure(r) for r in result.results if not r.success]
+                                                  "partial_unexpected_count": 5,
+                                                  "unexpected_index_column_names": [domain.id_column]})
+    pairs = [_check_result(domain, r) for r in result.results]
+    _name_entities(domain, pairs, relation, where, conn_id)
+    summary = ValidationSummary(domain.table, metric_date, len(result.results),
+                                results=[r for r, _ in pairs])
+    summary.failures = [Failure(r.details["type"], r.metric, r.describe(), r.severity, r.check_name)
+                        for r in summary.results if not r.success]
     log.info("%s (%.2fs)", summary.describe(), time.monotonic() - started)
     return summary
 
 
 def validate_dates(domain: Domain, dates: list[date], run_id: str | None,
-                   conn_id: str = "metrics_warehouse") -> int:
-    """Validate the run's staged slice of every date (transient errors retried), record each
-    outcome in metrics_ops.validation_log, and raise ValidationFailed naming every failure, so
-    none of the dates is published. Returns the expectations evaluated."""
+                   conn_id: str = "metrics_warehouse", dag_id: str | None = None) -> list[CheckResult]:
+    """Check the run's staged slice of every date: the GX suite, then the anomaly checks
+    (transient errors retried). Every result goes to metrics_ops.check_results, the outcome to
+    metrics_ops.validation_log. A failed `error` check on any date raises ValidationFailed
+    naming every failure, so none of the dates is published; failed `warn` checks are returned
+    (the caller alerts them and publishes)."""
     from metrics_layer import pipeline
     from metrics_layer.errors import ValidationFailed
 
-    failed, evaluated = [], 0
+    failed, warnings = [], []
+    stage = pipeline.stage_key(run_id)
     for d in dates:
         for attempt in pipeline.transient_retrying("validate"):
             with attempt:
                 summary = validate_day(domain, d, run_id, conn_id)
+        anomalies = pipeline.run(checks.anomaly_checks, domain, d, stage, conn_id=conn_id)
+        summary.results += anomalies
+        summary.evaluated += len(anomalies)
+        summary.failures += [Failure("anomaly", r.metric, r.describe(), r.severity, r.check_name)
+                             for r in anomalies if not r.success]
+        pipeline.run(checks.record, domain, dag_id or domain.table, run_id, d, summary.results,
+                     conn_id=conn_id)
         pipeline.run(pipeline.record_validation, domain, d, run_id, summary, conn_id=conn_id)
-        evaluated += summary.evaluated
+        warnings += [r for r in summary.results if not r.success and not r.blocking]
         if not summary.success:
             failed.append(summary.describe())
+        elif summary.failures:
+            log.warning(summary.describe())
     if failed:
         raise ValidationFailed("\n".join(failed))
-    return evaluated
-
+    return warnings

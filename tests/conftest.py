@@ -10,8 +10,10 @@ from __future__ import annotations
 import json
 import os
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from urllib.parse import parse_qs
 
 ROOT = Path(__file__).resolve().parents[1]
 # METRICS_TEST_DB lets two test sessions run side by side (each its own database and Airflow home)
@@ -71,25 +73,59 @@ def dagbag(pg_server):
 
 
 class SlackReceiver:
-    """A real local HTTP server standing in for Slack's webhook endpoint."""
+    """A real local HTTP server standing in for Slack: incoming webhooks (any path) and the Web
+    API (paths under /api/, answered with Slack's JSON). `answers` scripts the next responses,
+    in order, as (status, headers, delay_seconds), e.g. (429, {"Retry-After": "1"}, 0), (500,
+    {}, 0) or (200, {}, 10) to sleep past the client's timeout; then every request gets 200.
+    `attempts` records every request, `posts` those answered 2xx without a delay."""
 
     def __init__(self):
         self.posts: list[dict] = []
+        self.attempts: list[dict] = []
+        self.answers: list[tuple[int, dict, float]] = []
+        self.lock = threading.Lock()
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self):  # noqa: N802 - http.server API
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                receiver.posts.append({"path": self.path, "body": json.loads(body)})
-                self.send_response(200)
-                self.send_header("Content-Type", "text/plain")
-                self.end_headers()
-                self.wfile.write(b"ok")
+                raw = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                try:
+                    body = json.loads(raw or b"{}")
+                except ValueError:
+                    body = {k: v[0] for k, v in parse_qs(raw.decode()).items()}
+                with receiver.lock:
+                    status, headers, delay = (receiver.answers.pop(0) if receiver.answers
+                                              else (200, {}, 0))
+                    record = {"path": self.path, "body": body, "at": time.monotonic(),
+                              "status": status, "authorization": self.headers.get("Authorization")}
+                    receiver.attempts.append(record)
+                if delay:  # meant to outlast the client's timeout: never counted as a post
+                    time.sleep(delay)
+                elif 200 <= status < 300:
+                    with receiver.lock:  # before answering: the client may check at once
+                        receiver.posts.append(record)
+                web_api = self.path.startswith("/api/")
+                payload = (json.dumps({"ok": True, "channel": body.get("channel"), "ts": "1.0"}).encode()
+                           if web_api and status < 300 else b"ok" if status < 300 else b"error")
+                try:
+                    self.send_response(status)
+                    for k, v in headers.items():
+                        self.send_header(k, v)
+                    self.send_header("Content-Type", "application/json" if web_api else "text/plain")
+                    self.send_header("Content-Length", str(len(payload)))
+                    self.end_headers()
+                    self.wfile.write(payload)
+                except OSError:  # the client gave up (timeout)
+                    return
 
             def log_message(self, *args):
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        class Server(ThreadingHTTPServer):
+            def handle_error(self, request, client_address):
+                pass  # a client that timed out and left: expected in the timeout tests
+
+        self.server = Server(("127.0.0.1", 0), Handler)
         self.port = self.server.server_address[1]
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
@@ -97,14 +133,23 @@ class SlackReceiver:
     def texts(self) -> list[str]:
         return [p["body"].get("text", "") for p in self.posts]
 
+    def webhook_connection(self, password: str = "T000/B000/XXX") -> str:
+        """An Airflow `slackwebhook` connection (JSON) whose webhook is this server."""
+        return json.dumps({"conn_type": "slackwebhook", "host": f"http://127.0.0.1:{self.port}/services",
+                           "password": password})
+
+    def web_api_connection(self, token: str) -> str:
+        """An Airflow `slack` (Web API) connection (JSON) whose API base URL is this server."""
+        return json.dumps({"conn_type": "slack", "password": token,
+                           "extra": {"base_url": f"http://127.0.0.1:{self.port}/api/"}})
+
 
 @pytest.fixture
 def slack():
     r = SlackReceiver()
     r.thread.start()
-    os.environ["AIRFLOW_CONN_SLACK_ALERTS"] = json.dumps({
-        "conn_type": "slackwebhook", "host": f"http://127.0.0.1:{r.port}/services",
-        "password": "T000/B000/XXX"})
+    os.environ["AIRFLOW_CONN_SLACK_ALERTS"] = r.webhook_connection()
     yield r
     os.environ.pop("AIRFLOW_CONN_SLACK_ALERTS", None)
     r.server.shutdown()
+    r.server.server_close()

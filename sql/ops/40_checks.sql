@@ -47,3 +47,9 @@ create table if not exists metrics_ops.alert_log (
 );
 create index if not exists alert_log_open_idx
 on metrics_ops.alert_log (dag_id, metric_date) where resolved_at is null;
+
+-- `kind`: the runbook section the alert linked (docs/runbook.md#<kind>); `task_id`: the task
+-- that failed (or published, for warnings): the fan-in's overview publication resolves only
+-- the overview's own alerts, not build_unified's.
+alter table metrics_ops.alert_log add column if not exists kind text;
+alter table metrics_ops.alert_log add column if not exists task_id text;

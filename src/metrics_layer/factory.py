@@ -88,13 +88,6 @@ def _task_errors(fn):
     return wrapper
 
 
-def _after_publish(*args) -> None:
-    # TEMPORARY until alerts.after_publish lands (helper): warn digest + resolved messages
-    fn = getattr(alerts, "after_publish", None)
-    if fn is not None:
-        fn(*args)
-
-
 def _run_facts():
     """(context, metric_date, run_id) of the running task."""
     from metrics_layer.runctx import metric_date
@@ -234,7 +227,7 @@ def domain_dag(domain_name: str, doc_md: str = "") -> DAG:
             outlet_events[asset].extra = {"metric_date": day.isoformat(), "metric_dates": dates,
                                           "rows": rows}
             # warnings of this run, and the recovery of dates that alerted before (never raises)
-            _after_publish(domain, days, run_id, domain.table, get_current_context())
+            alerts.after_publish(domain, days, run_id, domain.table, get_current_context())
             return rows
 
         check_sources() >> (dates := refresh_state())
@@ -292,7 +285,7 @@ def unified_dag(doc_md: str = "") -> DAG:
                                           dag_id=UNIFIED_DAG_ID)
                 pipeline.run(pipeline.publish, domain, list(versions), run_id)
                 pipeline.run(pipeline.record_derived, domain, versions, run_id)
-                _after_publish(domain, list(versions), run_id, UNIFIED_DAG_ID, context)
+                alerts.after_publish(domain, list(versions), run_id, UNIFIED_DAG_ID, context)
                 built[domain.table] = [d.isoformat() for d in versions]
                 outlet_events[table_asset(domain.table)].extra = {"metric_dates": built[domain.table]}
             return built

@@ -327,6 +327,26 @@ def test_a_web_api_connection_without_a_channel_is_logged(ops, tmp_path, monkeyp
         api.server.server_close()
 
 
+
+def test_the_same_warning_is_not_repeated_within_the_window_and_is_after_it(ops, hook, monkeypatch):
+    """Dedup window (METRICS_ALERT_DEDUP_HOURS): the next run of the date with the same
+    warning is silent and counted; once the window has passed it is announced again (the
+    same alert_log row, last_sent_at moved)."""
+    sales = load_registry()["sales"]
+    for run_id in ("run-1", "run-2", "run-3"):
+        _insert_results(ops, "metrics_sales", run_id, "sales", [
+            {"check_name": "win_rate_in_range", "observed": "1.2", "expected": "between 0 and 1"}])
+    assert alerts.after_publish(sales, [TODAY], "run-1", "metrics_sales")["warning"] == "sent"
+    assert alerts.after_publish(sales, [TODAY], "run-2", "metrics_sales")["warning"] == "suppressed"
+    (row,) = alert_rows(ops, "metrics_sales")
+    assert (row["suppressed"], row["run_id"]) == (1, "run-1")
+    monkeypatch.setenv("METRICS_ALERT_DEDUP_HOURS", "0")
+    assert alerts.after_publish(sales, [TODAY], "run-3", "metrics_sales")["warning"] == "sent"
+    (again,) = alert_rows(ops, "metrics_sales")
+    assert again["run_id"] == "run-3" and again["last_sent_at"] > row["last_sent_at"]
+    assert [p["body"]["text"].splitlines()[0] for p in hook.posts] == [
+        f":large_yellow_circle: *metrics_sales* published metric_date *{TODAY}* with 1 warning(s)"] * 2
+
 # ---------------------------------------------------------------------------- real DAG runs
 
 def _break_mrr(conn) -> int:
@@ -506,3 +526,39 @@ def test_a_missing_database_alerts_at_once_without_the_warehouse(dagbag, pg_serv
     assert 'database "no_such_database" does not exist' in text and "not retried" in text
     assert "Runbook: docs/runbook.md#permanent-error" in text
     assert took < 30, took
+
+
+
+def test_a_fan_in_failure_goes_to_the_company_owner_and_is_resolved_by_the_next_overview(
+        dagbag, seeded, hook):
+    """The overview's tier-1 check fails in the fan-in (a published domain table corrupted by
+    hand): one digest routed by the company domain, linking the fan-in section, with the fan-in's
+    rerun command; the unified table still follows. The domain republishes, the overview passes,
+    and the recovery is announced."""
+    assert run(dagbag, CS).state == "success"
+    assert hook.posts == []
+    seeded.execute("update entity.metrics_customer_success set current_mrr = -current_mrr - 1 "
+                   "where metric_date = %s", (TODAY,))
+    dr = dagbag.get_dag("metrics_unified").test()
+    # the run's state is its leaf's: build_unified (trigger rule all_done) succeeded
+    assert states(dr) == {"build_overview": "failed", "build_unified": "success"}
+    (post,) = hook.posts
+    text = post["body"]["text"]
+    assert text.startswith(f":red_circle: *metrics_unified* failed for metric_date *{TODAY}*\n"
+                           "Task `build_overview` (try 1)")
+    assert "Severity: error; owner @metrics-platform" in text
+    assert (f"[error] `total_mrr_in_range` (expectation, {TODAY}) on "
+            "`metrics_company_overview.total_mrr`") in text
+    assert ("Published data: the company overview keeps its last good day; the unified table "
+            "still follows the domains.") in text
+    assert f"`airflow dags trigger metrics_unified --conf '{{\"metric_dates\": [\"{TODAY}\"]}}'`" in text
+    assert "Runbook: docs/runbook.md#fan-in" in text
+    (row,) = alert_rows(seeded, "metrics_unified")
+    assert (row["metric_date"], row["task_id"], row["kind"]) == (TODAY, "build_overview", "fan-in")
+
+    # the domain republishes the date (its rows are rebuilt from the sources): the overview passes
+    assert run(dagbag, CS).state == "success"
+    assert dagbag.get_dag("metrics_unified").test().state == "success"
+    assert len(hook.posts) == 2
+    assert hook.texts[1].startswith(f":large_green_circle: *metrics_unified* resolved for metric_date *{TODAY}*")
+    assert "Owner: @metrics-platform" in hook.texts[1]

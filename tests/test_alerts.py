@@ -154,6 +154,16 @@ def test_a_dead_slack_is_given_up_on_within_seconds(pg_server, monkeypatch, capl
     assert_no_secret(caplog.text, out, err)
 
 
+def test_an_error_quoting_the_webhook_is_not_forwarded(hook, caplog):
+    url = f"http://127.0.0.1:{hook.port}/services/{SECRET}"
+    caplog.set_level(logging.DEBUG)
+    assert alerts.send_slack(f"urlopen failed for {url}", blocks=[{"type": "section", "text": {
+        "type": "mrkdwn", "text": f"token {SECRET}"}}]) is True
+    (post,) = hook.posts
+    assert post["body"] == {"text": "urlopen failed for ***", "blocks": [
+        {"type": "section", "text": {"type": "mrkdwn", "text": "token ***"}}]}
+    assert_no_secret(caplog.text)
+
 def test_without_a_slack_connection_the_alert_is_logged(pg_server, caplog):
     with caplog.at_level(logging.WARNING):
         assert alerts.send_slack("hello", "no_such_slack") is False

@@ -109,8 +109,9 @@ _SECRETS: set[str] = set()
 
 
 def _add_secret(value: str | None) -> None:
-    """Never log `value`: our redaction and Airflow's secrets masker (task logs)."""
-    if not value or len(value) < 4:
+    """Never log `value`: our redaction and Airflow's secrets masker (task logs). Like that
+    masker, values shorter than 5 characters are not masked (they would garble every text)."""
+    if not value or len(value) < 5 or value.lower() == "airflow":
         return
     _SECRETS.add(value)
     try:
@@ -223,6 +224,15 @@ def send_slack(text: str, conn_id: str = SLACK_CONN_ID, *, blocks: list | None =
             log.warning("Slack connection %r is not configured; alert not sent:\n%s", conn_id, text)
             return False
         _add_secret((conn.password or "").strip())
+        if conn.conn_type != "slack":
+            from airflow.providers.slack.hooks.slack_webhook import SlackWebhookHook
+
+            hook = SlackWebhookHook(slack_webhook_conn_id=conn_id, timeout=http_timeout(),
+                                    retry_handlers=retry_handlers(), logger=_SDK_LOG)
+            _add_secret(hook.client.url)
+        # an error text quoting a secret (a URL in an exception) is not forwarded to Slack
+        text = redact(text)
+        blocks = json.loads(redact(json.dumps(blocks))) if blocks else blocks
         if conn.conn_type == "slack":
             if not channel:
                 log.error("Slack connection %r is a Web API connection but the registry names no "
@@ -234,11 +244,6 @@ def send_slack(text: str, conn_id: str = SLACK_CONN_ID, *, blocks: list | None =
                              retry_handlers=retry_handlers(), logger=_SDK_LOG)
             hook.client.chat_postMessage(channel=channel, text=text, blocks=blocks)
         else:
-            from airflow.providers.slack.hooks.slack_webhook import SlackWebhookHook
-
-            hook = SlackWebhookHook(slack_webhook_conn_id=conn_id, timeout=http_timeout(),
-                                    retry_handlers=retry_handlers(), logger=_SDK_LOG)
-            _add_secret(hook.client.url)
             hook.send(text=text, blocks=blocks)
     except Exception as exc:  # noqa: BLE001 - an alert must never fail the run it reports on
         log.error("could not post the alert to Slack connection %r (gave up after %.1fs): %s: %s"
@@ -650,7 +655,9 @@ def _warehouse(conn_id: str):
             conn_args.setdefault("connect_timeout", timeout)
             return super()._create_connection(conn_args)
 
-    conn = QuickConnectHook(postgres_conn_id=conn_id).get_conn()
+    hook = QuickConnectHook(postgres_conn_id=conn_id)
+    _add_secret(hook.connection.password)
+    conn = hook.get_conn()
     try:
         conn.autocommit = True
         apply_session_settings(conn)

@@ -232,6 +232,57 @@ def test_every_alert_links_a_runbook_section_that_exists():
         assert needle in runbook, needle
 
 
+def _raised(exc: BaseException, wrap: bool = True) -> BaseException:
+    """`exc` as the failure callback sees it: raised, and (as factory._task_errors does for a
+    permanent error) wrapped in AirflowFailException."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    try:
+        try:
+            raise exc
+        except BaseException as inner:
+            if not wrap:
+                raise
+            raise AirflowFailException(str(inner)) from inner
+    except BaseException as outer:  # noqa: BLE001 - returned, as the callback receives it
+        return outer
+
+
+def test_each_kind_of_failure_links_its_runbook_section(conn):
+    import psycopg
+
+    from metrics_layer import errors
+
+    def db_error(sql: str) -> BaseException:
+        try:
+            conn.execute(sql)
+        except psycopg.Error as e:
+            return e
+        raise AssertionError(sql)
+
+    error_check = _check(1)
+    anomaly = _check(2, check_kind="anomaly")
+    source = _check(3, check_kind="source", target="raw.subscriptions")
+    cases = [
+        (errors.ValidationFailed("2 checks failed"), CS, [error_check], "check-failed"),
+        (errors.ValidationFailed("1 check failed"), CS, [anomaly], "anomaly"),
+        (errors.ValidationFailed("1 check failed"), CS, [], "check-failed"),
+        (errors.SourceCheckFailed("bad rows"), CS, [source], "source-check"),
+        (errors.SourceContractError("source table(s) missing: raw.users"), CS, [], "missing-or-empty-source"),
+        (errors.BuildError("no rows"), CS, [], "permanent-error"),
+        (db_error("select * from no_such_table"), CS, [], "permanent-error"),
+        (db_error("selec 1"), CS, [], "permanent-error"),
+        (db_error("set statement_timeout = 50; select pg_sleep(1)"), CS, [], "transient-error"),
+        (errors.WarehouseBusy("lock held by pid 42"), CS, [], "transient-error"),
+        (errors.ValidationFailed("overview"), "metrics_unified", [error_check], "fan-in"),
+    ]
+    conn.execute("reset statement_timeout")
+    got = [alerts.failure_section(_raised(exc, wrap=not errors.is_transient(exc)), dag, checks)
+           for exc, dag, checks, _ in cases]
+    assert got == [c[3] for c in cases]
+    assert alerts.failure_section(None, CS, []) == "transient-error"  # killed: nothing raised
+
+
 def test_rerun_commands():
     assert alerts.rerun_commands(CS, [date(2026, 11, 25)]) == [
         "airflow dags trigger metrics_customer_success --conf '{\"metric_date\": \"2026-11-25\"}'",

@@ -19,7 +19,8 @@ export AIRFLOW__CORE__DAGS_FOLDER := $(CURDIR)/dags
 export AIRFLOW__CORE__PLUGINS_FOLDER := $(CURDIR)/plugins
 export AIRFLOW__CORE__LOAD_EXAMPLES := False
 
-.PHONY: venv demo test test-airflow lint dag run migrate seed warehouse bench catalog docs constraints clean
+.PHONY: venv demo test test-airflow lint dag run migrate seed warehouse bench catalog docs constraints clean \
+	superset test-superset superset-constraints
 
 $(STAMP): requirements.txt requirements-dev.txt constraints.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -44,8 +45,19 @@ test: venv ## the whole suite on PostgreSQL 18, then the SQL-level tests on 16 a
 test-airflow: venv ## the DAGs under a real Airflow scheduler, api-server, dag-processor and triggerer (a few minutes)
 	$(BIN)/python -m pytest tests_scheduler
 
+SUPERSET_PORT ?= 8088
+superset: venv ## a local Superset (own virtualenv, SQLite metadata) with the bundle on the demo warehouse
+	$(BIN)/python -m metrics_layer.cli superset --port $(SUPERSET_PORT)
+
+test-superset: venv ## the bundle in a fresh Superset: every chart's data, the four dashboards in headless Chromium
+	$(BIN)/python -m pytest tests_superset
+
+superset-constraints: ## re-pin constraints-superset.txt from .local/superset-venv
+	(echo "# pip freeze of .local/superset-venv (make superset-constraints); see requirements-superset.txt"; \
+		.local/superset-venv/bin/pip freeze --disable-pip-version-check) > constraints-superset.txt
+
 lint: venv ## ruff (with Airflow's AIR rules) and sqlfluff
-	$(BIN)/ruff check src dags plugins tests tests_scheduler bench
+	$(BIN)/ruff check src dags plugins tests tests_scheduler tests_superset bench
 	$(BIN)/sqlfluff lint sql/ --disable-progress-bar
 
 dag: venv ## make dag DAG=<dag_id> DATE=<YYYY-MM-DD>: one DAG, one date (Airflow retries off)

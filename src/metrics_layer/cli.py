@@ -248,6 +248,25 @@ def cmd_docs(args) -> None:
     print(f"Data Docs: {index}")
 
 
+def cmd_superset_bundle(args) -> None:
+    """Write the Superset bundle (datasets, charts, dashboards) for the BI role's URI."""
+    from pathlib import Path
+
+    from metrics_layer import superset_bundle, superset_local
+
+    uri = args.uri or superset_local.warehouse_uri()
+    try:
+        print(f"wrote {superset_bundle.write_bundle(uri, Path(args.out))}")
+    except superset_bundle.BundleError as e:
+        raise SystemExit(f"superset bundle: {e}") from e
+
+
+def cmd_superset(args) -> None:
+    from metrics_layer import superset_local
+
+    superset_local.serve(port=args.port)
+
+
 def main(argv: list[str] | None = None) -> None:
     local.apply_airflow_env()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -275,9 +294,16 @@ def main(argv: list[str] | None = None) -> None:
     g = sub.add_parser("docs", help="Great Expectations Data Docs of the latest published dates")
     g.add_argument("--out", default=str(local.LOCAL_DIR / "data_docs"), help="site directory")
     g.add_argument("--days", type=int, default=7, help="published dates per table")
+    b = sub.add_parser("superset-bundle", help="write the Superset bundle (ZIP) for the BI role")
+    b.add_argument("--uri", help="SQLAlchemy URI of the read-only role (default: $SUPERSET_WAREHOUSE_URI "
+                                 "or the embedded warehouse)")
+    b.add_argument("--out", default=str(local.LOCAL_DIR / "superset" / "bundle.zip"))
+    ss = sub.add_parser("superset", help="a local Superset with the bundle on the demo warehouse")
+    ss.add_argument("--port", type=int, default=8088)
     args = p.parse_args(argv)
     {"warehouse": cmd_warehouse, "seed": cmd_seed, "migrate": cmd_migrate, "dag": cmd_dag,
-     "run": cmd_run, "demo": cmd_demo, "catalog": cmd_catalog, "docs": cmd_docs}[args.cmd](args)
+     "run": cmd_run, "demo": cmd_demo, "catalog": cmd_catalog, "docs": cmd_docs,
+     "superset-bundle": cmd_superset_bundle, "superset": cmd_superset}[args.cmd](args)
 
 
 if __name__ == "__main__":

@@ -322,7 +322,7 @@ DEFAULTS: dict[str, dict] = {
     "heatmap": {"time_grain_sqla": "P1D", "linear_color_scheme": "superset_seq_1",
                 "normalize_across": "heatmap", "show_legend": True, "show_values": True,
                 "show_percentage": False, "legend_type": "continuous", "xscale_interval": -1,
-                "yscale_interval": -1, "left_margin": "auto", "bottom_margin": "auto",
+                "yscale_interval": -1, "left_margin": "auto", "bottom_margin": 30,
                 "sort_x_axis": "alpha_asc", "sort_y_axis": "alpha_asc", "row_limit": 10000,
                 "value_bounds": [None, None], "x_axis_time_format": "smart_date"},
     "gauge": {"groupby": [], "row_limit": 10, "start_angle": 225, "end_angle": -45,

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-from datetime import date
+from datetime import UTC, datetime
 from decimal import Decimal
 from urllib.parse import parse_qs, urlparse
 
@@ -240,7 +240,8 @@ def test_big_numbers_show_the_latest_published_day(api, superset, charts, wareho
         rows = conn.execute("select metric_date, total_mrr from entity.metrics_company_overview "
                             "order by metric_date").fetchall()
     assert [d for d, _ in rows] == warehouse.dates
-    got = {date.fromtimestamp(r["metric_date"] / 1000): Decimal(str(r["total_mrr"])) for r in data}
+    got = {datetime.fromtimestamp(r["metric_date"] / 1000, UTC).date(): Decimal(str(r["total_mrr"]))
+           for r in data}
     assert got == dict(rows)
 
 

@@ -72,7 +72,9 @@ class Superset:
 
     @property
     def env(self) -> dict[str, str]:
-        return {**os.environ, "SUPERSET_HOME": str(self.home), "FLASK_APP": "superset",
+        # TZ=UTC: Superset resolves "today" in relative date ranges in its own time zone, and
+        # metric dates are UTC days (west of UTC, "tomorrow" would still be today in UTC)
+        return {**os.environ, "SUPERSET_HOME": str(self.home), "FLASK_APP": "superset", "TZ": "UTC",
                 "SUPERSET_CONFIG_PATH": str(TEMPLATE_DIR / "superset_config.py"),
                 "PYTHONWARNINGS": "ignore"}
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from functools import cache
 
@@ -313,11 +313,3 @@ def anomaly_checks(conn, domain: Domain, metric_date: date, stage_id: str | None
             details={**details, "value": value, "median": median, "mad": mad,
                      "threshold": threshold, "verdict": "ok" if ok else "anomaly"}))
     return results
-
-
-def summary_lines(results: list[CheckResult]) -> list[str]:
-    return [r.describe() for r in results if not r.success]
-
-
-def as_dicts(results: list[CheckResult]) -> list[dict]:
-    return [asdict(r) for r in results]

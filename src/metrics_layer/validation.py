@@ -33,8 +33,13 @@ class ValidationSummary:
     table: str
     metric_date: date
     evaluated: int
-    failures: list[Failure] = field(default_factory=list)
     results: list[CheckResult] = field(default_factory=list)
+
+    @property
+    def failures(self) -> list[Failure]:
+        """The failed checks, as metrics_ops.validation_log and the UI page show them."""
+        return [Failure(r.details.get("type", r.check_kind), r.metric, r.describe(), r.severity,
+                        r.check_name) for r in self.results if not r.success]
 
     @property
     def success(self) -> bool:
@@ -267,8 +272,6 @@ def validate_day(domain: Domain, metric_date: date, run_id: str | None = None,
     _name_entities(domain, pairs, relation, where, conn_id)
     summary = ValidationSummary(domain.table, metric_date, len(result.results),
                                 results=[r for r, _ in pairs])
-    summary.failures = [Failure(r.details["type"], r.metric, r.describe(), r.severity, r.check_name)
-                        for r in summary.results if not r.success]
     log.info("%s (%.2fs)", summary.describe(), time.monotonic() - started)
     return summary
 
@@ -292,11 +295,12 @@ def validate_dates(domain: Domain, dates: list[date], run_id: str | None,
         anomalies = pipeline.run(checks.anomaly_checks, domain, d, stage, conn_id=conn_id)
         summary.results += anomalies
         summary.evaluated += len(anomalies)
-        summary.failures += [Failure("anomaly", r.metric, r.describe(), r.severity, r.check_name)
-                             for r in anomalies if not r.success]
-        pipeline.run(checks.record, domain, dag_id or domain.table, run_id, d, summary.results,
-                     conn_id=conn_id)
-        pipeline.run(pipeline.record_validation, domain, d, run_id, summary, conn_id=conn_id)
+
+        def record(conn, d=d, summary=summary):
+            checks.record(conn, domain, dag_id or domain.table, run_id, d, summary.results)
+            pipeline.record_validation(conn, domain, d, run_id, summary)
+
+        pipeline.run(record, conn_id=conn_id)
         warnings += [r for r in summary.results if not r.success and not r.blocking]
         if not summary.success:
             failed.append(summary.describe())

@@ -3,7 +3,7 @@
 -- and end_date give the same rows whatever the plan or parallelism. History covers the `days`
 -- UTC days before end_date (end_date itself is not loaded: "through yesterday").
 -- Parameters come from pg_temp.seed_params (scale, days, seed, end_date), filled by the loader.
--- Shapes: 10% enterprise / 30% mid-market / 60% SMB accounts; ~20 seats per customer on average
+-- Shapes: 10% enterprise / 30% mid-market / 60% SMB accounts; ~20.2 seats per customer on average
 -- with a long tail; ~12% new and ~7% churned customers inside the history; 15% of accounts at
 -- risk (low usage, more tickets); weekday/weekend rhythm; long-tailed usage per user; ~8% of
 -- tickets never resolved; ~10% unhealthy devices and ~5% that stop reporting.
@@ -12,6 +12,11 @@
 create or replace function pg_temp.r(k text, s bigint) returns float8
 language sql immutable parallel safe
 as $$ select (hashtextextended(k, s) & 4503599627370495)::float8 / 4503599627370496 $$;
+-- ri(key, salt, seed): the same for an integer key, for the large tables (hashing an integer is
+-- several times cheaper than building and hashing a text); each kind of draw has its own salt.
+create or replace function pg_temp.ri(k bigint, salt int, s bigint) returns float8
+language sql immutable parallel safe
+as $$ select (hashint8extended(k, s * 1000 + salt) & 4503599627370495)::float8 / 4503599627370496 $$;
 
 truncate raw.device_telemetry, raw.devices, raw.support_tickets, raw.product_events,
 raw.product_sessions, raw.features, raw.users, raw.subscriptions, raw.customers;
@@ -122,7 +127,7 @@ from raw.customers as c
 cross join pg_temp.seed_params as p
 cross join
     lateral generate_series(1, greatest(1, round(
-        (case c.segment when 'enterprise' then 60 when 'mid_market' then 25 else 10 end)
+        (case c.segment when 'enterprise' then 64 when 'mid_market' then 26 else 10 end)
         * (0.5 + pg_temp.r('nu' || c.customer_id, p.seed))
     ))::int) as g
 cross join lateral (
@@ -155,21 +160,21 @@ from pg_temp.seed_params as p, generate_series(1, 20) as f;
 
 -- ---------------------------------------------------------------- product sessions
 -- one draw per seat per day: active with a long-tailed per-user propensity, less on weekends,
--- much less for at-risk accounts, never after churn or deactivation
+-- much less for at-risk accounts, never after churn or deactivation. Keys of the draws: the
+-- user, the customer, the user-day (user_id * 10000 + day_no) and the session id itself.
 insert into raw.product_sessions
 select
-    (u.user_id * 10000 + day_no) * 4 + k as session_id,
+    x.session_id,
     u.user_id,
-    day::timestamptz + interval '7 hours'
-    + pg_temp.r('st' || u.user_id || ':' || day_no || ':' || k, p.seed) * interval '14 hours',
-    60 + floor(power(pg_temp.r('du' || u.user_id || ':' || day_no || ':' || k, p.seed), 2) * 3600)::int,
+    day::timestamptz + interval '7 hours' + pg_temp.ri(x.session_id, 1, p.seed) * interval '14 hours',
+    60 + floor(power(pg_temp.ri(x.session_id, 2, p.seed), 2) * 3600)::int,
     case
-        when pg_temp.r('pp' || u.user_id || ':' || day_no || ':' || k, p.seed) < 0.8
+        when pg_temp.ri(x.session_id, 3, p.seed) < 0.8
             then
-                case when pg_temp.r('pl' || u.user_id, p.seed) < 0.65 then 'desktop'
-                    when pg_temp.r('pl' || u.user_id, p.seed) < 0.95 then 'mobile' else 'tablet'
+                case when pg_temp.ri(u.user_id, 4, p.seed) < 0.65 then 'desktop'
+                    when pg_temp.ri(u.user_id, 4, p.seed) < 0.95 then 'mobile' else 'tablet'
                 end
-        when pg_temp.r('pq' || u.user_id || ':' || day_no || ':' || k, p.seed) < 0.5 then 'desktop'
+        when pg_temp.ri(x.session_id, 5, p.seed) < 0.5 then 'desktop'
         else 'mobile'
     end
 from pg_temp.seed_params as p
@@ -177,18 +182,23 @@ cross join raw.users as u
 inner join raw.customers as c on u.customer_id = c.customer_id
 cross join lateral generate_series(1, p.days) as day_no
 cross join lateral (select p.end_date - day_no as day) as d
-cross join lateral generate_series(1, 3) as k
+-- the first session of an active user-day, then (rarer) a second and a third
+cross join
+    lateral (
+        select k from generate_series(1, 3) as k
+        where k = 1 or pg_temp.ri((u.user_id * 10000 + day_no) * 4 + k, 9, p.seed) < 0.35 / k
+    ) as kk
+cross join lateral (select (u.user_id * 10000 + day_no) * 4 + kk.k as session_id) as x
 where u.created_at < d.day + 1
     and (u.deactivated_at is null or u.deactivated_at > d.day)
     and (c.churned_at is null or c.churned_at > d.day)
-    and pg_temp.r('a' || u.user_id || ':' || day_no, p.seed)
-    < (0.03 + 0.6 * power(pg_temp.r('pr' || u.user_id, p.seed), 2))
+    and pg_temp.ri(u.user_id * 10000 + day_no, 6, p.seed)
+    < (0.03 + 0.6 * power(pg_temp.ri(u.user_id, 7, p.seed), 2))
     * case when extract(isodow from d.day) >= 6 then 0.35 else 1.0 end
-    * case when pg_temp.r('risk' || c.customer_id, p.seed) < 0.15 then 0.3 else 1.0 end
-    -- second and third sessions of the day are rarer
-    and (k = 1 or pg_temp.r('k' || u.user_id || ':' || day_no || ':' || k, p.seed) < 0.35 / k);
+    * case when pg_temp.ri(c.customer_id, 8, p.seed) < 0.15 then 0.3 else 1.0 end;
 
 -- ---------------------------------------------------------------- product events
+-- 1-10 events per session, keyed session_id * 16 + e
 insert into raw.product_events
 select
     s.session_id * 10 + e as event_id,
@@ -196,53 +206,54 @@ select
     s.user_id,
     s.started_at + (s.duration_seconds * e / 8.0) * interval '1 second',
     (array['view', 'click', 'create', 'update', 'share'])[
-        1 + floor(pg_temp.r('et' || s.session_id || ':' || e, p.seed) * 5)::int
+        1 + floor(pg_temp.ri(s.session_id * 16 + e, 10, p.seed) * 5)::int
     ],
     case
-        when pg_temp.r('nf' || s.session_id || ':' || e, p.seed) < 0.15 then null
+        when pg_temp.ri(s.session_id * 16 + e, 11, p.seed) < 0.15 then null
         -- a tenth of events try one of the recent releases, once it is out
-        when pg_temp.r('rf' || s.session_id || ':' || e, p.seed) < 0.1 and f.released_at <= s.started_at
+        when pg_temp.ri(s.session_id * 16 + e, 12, p.seed) < 0.1 and f.released_at <= s.started_at
             then f.feature_id
-        else 1 + floor(15 * power(pg_temp.r('f' || s.session_id || ':' || e, p.seed), 1.6))::int
+        else 1 + floor(15 * power(pg_temp.ri(s.session_id * 16 + e, 13, p.seed), 1.6))::int
     end
 from raw.product_sessions as s
 cross join pg_temp.seed_params as p
 cross join
-    lateral generate_series(1, 1 + floor(9 * power(pg_temp.r('ne' || s.session_id, p.seed), 2))::int) as e
+    lateral generate_series(1, 1 + floor(9 * power(pg_temp.ri(s.session_id, 14, p.seed), 2))::int) as e
 inner join raw.features as f
-    on f.feature_id = 16 + floor(pg_temp.r('fr' || s.session_id || ':' || e, p.seed) * 5)::int;
+    on f.feature_id = 16 + floor(pg_temp.ri(s.session_id * 16 + e, 15, p.seed) * 5)::int;
 
 -- ---------------------------------------------------------------- support tickets
+-- keyed by the ticket id (customer_id * 10000 + day_no) * 4 + k; at-risk customers (the same
+-- draw as for sessions) open more
 insert into raw.support_tickets
 select
-    (c.customer_id * 10000 + day_no) * 4 + k,
+    x.ticket_id,
     c.customer_id,
     t.created_at,
-    case when pg_temp.r('unres' || c.customer_id || ':' || day_no || ':' || k, p.seed) >= 0.08
+    case when pg_temp.ri(x.ticket_id, 16, p.seed) >= 0.08
             and t.created_at + t.hours * interval '1 hour' < p.end_date::timestamptz
             then t.created_at + t.hours * interval '1 hour'
     end,
     (array['low', 'normal', 'normal', 'high', 'urgent'])[
-        1 + floor(pg_temp.r('pri' || c.customer_id || ':' || day_no || ':' || k, p.seed) * 5)::int
+        1 + floor(pg_temp.ri(x.ticket_id, 17, p.seed) * 5)::int
     ]
 from raw.customers as c
 cross join pg_temp.seed_params as p
 cross join lateral generate_series(1, p.days) as day_no
 cross join lateral generate_series(1, 2) as k
+cross join lateral (select (c.customer_id * 10000 + day_no) * 4 + k as ticket_id) as x
 cross join
     lateral (
         select
             (p.end_date - day_no)::timestamptz
-            + pg_temp.r('tt' || c.customer_id || ':' || day_no || ':' || k, p.seed)
-            * interval '1 day' as created_at,
-            0.5
-            + 120 * power(pg_temp.r('th' || c.customer_id || ':' || day_no || ':' || k, p.seed), 3) as hours
+            + pg_temp.ri(x.ticket_id, 18, p.seed) * interval '1 day' as created_at,
+            0.5 + 120 * power(pg_temp.ri(x.ticket_id, 19, p.seed), 3) as hours
     ) as t
 where t.created_at >= c.created_at
     and (c.churned_at is null or t.created_at < c.churned_at)
-    and pg_temp.r('tk' || c.customer_id || ':' || day_no || ':' || k, p.seed)
+    and pg_temp.ri(x.ticket_id, 20, p.seed)
     < (case c.segment when 'enterprise' then 0.35 when 'mid_market' then 0.12 else 0.04 end)
-    * case when pg_temp.r('risk' || c.customer_id, p.seed) < 0.15 then 2.5 else 1.0 end
+    * case when pg_temp.ri(c.customer_id, 8, p.seed) < 0.15 then 2.5 else 1.0 end
     / k;
 
 -- ---------------------------------------------------------------- devices
@@ -268,7 +279,8 @@ cross join lateral generate_series(1, greatest(1, round(
 ))::int) as g;
 
 -- ---------------------------------------------------------------- device telemetry
--- ~10% of devices run unhealthy; ~5% go silent from a day inside the history
+-- ~10% of devices run unhealthy; ~5% go silent from a day inside the history. Keys: the device
+-- and the device-day (device_id * 10000 + day_no).
 insert into raw.device_telemetry
 select
     d.device_id,
@@ -276,12 +288,12 @@ select
     round(least(100, greatest(
         0,
         case when
-                pg_temp.r('uh' || d.device_id, p.seed) < 0.1
-                then 20 + 35 * pg_temp.r('hs' || d.device_id || ':' || day_no, p.seed)
-            else 72 + 28 * pg_temp.r('hs' || d.device_id || ':' || day_no, p.seed)
+                pg_temp.ri(d.device_id, 21, p.seed) < 0.1
+                then 20 + 35 * pg_temp.ri(d.device_id * 10000 + day_no, 22, p.seed)
+            else 72 + 28 * pg_temp.ri(d.device_id * 10000 + day_no, 22, p.seed)
         end
     ))::numeric, 2),
-    floor(5000 * power(pg_temp.r('vol' || d.device_id || ':' || day_no, p.seed), 3))::bigint
+    floor(5000 * power(pg_temp.ri(d.device_id * 10000 + day_no, 23, p.seed), 3))::bigint
 from raw.devices as d
 inner join raw.customers as c on d.customer_id = c.customer_id
 cross join pg_temp.seed_params as p
@@ -291,10 +303,10 @@ where d.registered_at < day + 1
     and (d.decommissioned_at is null or d.decommissioned_at > day)
     and (c.churned_at is null or c.churned_at > day)
     and not (
-        pg_temp.r('sil' || d.device_id, p.seed) < 0.05
-        and day_no < 2 + floor(pg_temp.r('sd' || d.device_id, p.seed) * 20)
+        pg_temp.ri(d.device_id, 24, p.seed) < 0.05
+        and day_no < 2 + floor(pg_temp.ri(d.device_id, 25, p.seed) * 20)
     )
-    and pg_temp.r('rep' || d.device_id || ':' || day_no, p.seed) < 0.97;
+    and pg_temp.ri(d.device_id * 10000 + day_no, 26, p.seed) < 0.97;
 
 analyze raw.customers, raw.subscriptions, raw.users, raw.features, raw.product_sessions,
 raw.product_events, raw.support_tickets, raw.devices, raw.device_telemetry;

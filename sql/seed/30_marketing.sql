@@ -12,6 +12,9 @@
 create or replace function pg_temp.r(k text, s bigint) returns float8
 language sql immutable parallel safe
 as $$ select (hashtextextended(k, s) & 4503599627370495)::float8 / 4503599627370496 $$;
+create or replace function pg_temp.ri(k bigint, salt int, s bigint) returns float8
+language sql immutable parallel safe
+as $$ select (hashint8extended(k, s * 1000 + salt) & 4503599627370495)::float8 / 4503599627370496 $$;
 
 truncate raw.website_sessions, raw.attribution_touchpoints, raw.leads, raw.ad_spend_daily,
 raw.ad_campaigns;
@@ -183,34 +186,37 @@ cross join lateral generate_series(
 ) as j;
 
 -- ---------------------------------------------------------------- website sessions
+-- keyed by the session id day_no * 1000000 + k
 insert into raw.website_sessions
 select
-    day_no::bigint * 1000000 + k,
-    (p.end_date - day_no)::timestamptz + pg_temp.r('wt' || day_no || ':' || k, p.seed) * interval '1 day',
+    x.session_id,
+    (p.end_date - day_no)::timestamptz + pg_temp.ri(x.session_id, 31, p.seed) * interval '1 day',
     ch.channel,
     b.bounced,
-    not b.bounced and pg_temp.r('wc' || day_no || ':' || k, p.seed) < 0.045
+    not b.bounced and pg_temp.ri(x.session_id, 32, p.seed) < 0.045
 from pg_temp.seed_params as p
 cross join lateral generate_series(1, p.days) as day_no
 cross join lateral generate_series(1, ceil(2000 * p.scale)::int) as k
+cross join lateral (select day_no::bigint * 1000000 + k as session_id) as x
+cross join lateral (select pg_temp.ri(x.session_id, 33, p.seed) as u) as h
 cross join
     lateral (
         select case
-            when pg_temp.r('wh' || day_no || ':' || k, p.seed) < 0.38 then 'organic_search'
-            when pg_temp.r('wh' || day_no || ':' || k, p.seed) < 0.60 then 'direct'
-            when pg_temp.r('wh' || day_no || ':' || k, p.seed) < 0.75 then 'paid_search'
-            when pg_temp.r('wh' || day_no || ':' || k, p.seed) < 0.85 then 'paid_social'
-            when pg_temp.r('wh' || day_no || ':' || k, p.seed) < 0.93 then 'referral'
+            when h.u < 0.38 then 'organic_search'
+            when h.u < 0.60 then 'direct'
+            when h.u < 0.75 then 'paid_search'
+            when h.u < 0.85 then 'paid_social'
+            when h.u < 0.93 then 'referral'
             else 'email'
         end as channel
     ) as ch
 cross join
     lateral (
-        select pg_temp.r('wb' || day_no || ':' || k, p.seed) < case ch.channel
+        select pg_temp.ri(x.session_id, 34, p.seed) < case ch.channel
             when 'paid_social' then 0.62 when 'paid_search' then 0.48 when 'direct' then 0.35 else 0.40
         end as bounced
     ) as b
-where pg_temp.r('wn' || day_no || ':' || k, p.seed)
+where pg_temp.ri(x.session_id, 35, p.seed)
     < case when extract(isodow from p.end_date - day_no) >= 6 then 0.45 else 0.8 end;
 
 analyze raw.ad_campaigns, raw.ad_spend_daily, raw.leads, raw.attribution_touchpoints,

@@ -13,6 +13,9 @@
 create or replace function pg_temp.r(k text, s bigint) returns float8
 language sql immutable parallel safe
 as $$ select (hashtextextended(k, s) & 4503599627370495)::float8 / 4503599627370496 $$;
+create or replace function pg_temp.ri(k bigint, salt int, s bigint) returns float8
+language sql immutable parallel safe
+as $$ select (hashint8extended(k, s * 1000 + salt) & 4503599627370495)::float8 / 4503599627370496 $$;
 
 truncate raw.sales_activities, raw.opportunities, raw.sales_reps;
 
@@ -161,7 +164,7 @@ select
     s.rep_id,
     t.activity_type,
     x.day::timestamptz + interval '8 hours'
-    + pg_temp.r('at' || s.rep_id || ':' || day_no || ':' || t.type_no || ':' || k, p.seed) * interval '10 hours',
+    + pg_temp.ri(((s.rep_id * 10000 + day_no) * 4 + t.type_no) * 100 + k, 41, p.seed) * interval '10 hours',
     null,
     null
 from raw.sales_reps as s
@@ -176,7 +179,7 @@ cross join
     lateral generate_series(
         1,
         floor(
-            (t.base + t.spread * pg_temp.r('an' || s.rep_id || ':' || day_no || ':' || t.type_no, p.seed))
+            (t.base + t.spread * pg_temp.ri((s.rep_id * 10000 + day_no) * 4 + t.type_no, 42, p.seed))
             * case when extract(isodow from x.day) >= 6 then 0.1 else 1.0 end
         )::int
     ) as k

@@ -41,9 +41,11 @@ def cmd_seed(args) -> None:
 
     print(local.ensure_warehouse())
     started = time.monotonic()
-    counts = seed.seed(_connect(), scale=args.scale, days=args.days, seed=args.seed)
+    counts = seed.seed(_connect(), scale=args.scale, days=args.days, seed=args.seed, progress=True)
+    total = sum(counts.values())
     print(f"seeded SCALE={args.scale} DAYS={args.days} SEED={args.seed} through "
-          f"{utc_today() - timedelta(days=1)} in {time.monotonic() - started:.1f}s")
+          f"{utc_today() - timedelta(days=1)} in {time.monotonic() - started:.1f}s ({total:,} rows, "
+          f"{total / (time.monotonic() - started):,.0f} rows/s)")
     for table, n in counts.items():
         print(f"  raw.{table:<18} {n:>10,}")
 

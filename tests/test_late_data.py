@@ -189,3 +189,43 @@ def test_a_republished_day_says_why_it_changed(product):
     assert product.execute("select reason, old_value, new_value from metrics_ops.restatements "
                            "where metric_name = 'weekly_active_users' order by restatement_id desc "
                            "limit 1").fetchone() == ("manual rerun", 3, 4)
+
+
+def _run_day(conn, domain, day: date, run_id: str, fresh_after=None) -> list[date]:
+    """refresh, build and publish one run of `domain` for `day`; returns the dates it built."""
+    dates = pipeline.refresh_states(conn, domain, day, fresh_after=fresh_after)
+    for x in dates:
+        pipeline.build_staging(conn, domain, x, run_id)
+    pipeline.publish(conn, domain, dates, run_id, pipeline.late_data_reasons(dates, day))
+    return dates
+
+
+def test_late_data_in_a_shared_state_reaches_every_domain_that_reads_it(product):
+    """Customer success and product both read metrics_state.user_activity_daily. The late event
+    of user 3 on 03-07 must be republished by BOTH domains' runs for D, whichever refreshes the
+    state first, and the state days are rebuilt once for the two runs (not once per domain)."""
+    cs = load_registry()["customer_success"]
+    pipeline.ensure_schema(product)
+    for x in (date(2026, 3, 8), date(2026, 3, 9)):
+        _run_day(product, cs, x, f"scheduled__{x}")
+        _run_day(product, PA, x, f"scheduled__{x}")
+    mau = f"select monthly_active_users from entity.{cs.table} where metric_date = %s and customer_id = 1"
+    assert product.execute(mau, (date(2026, 3, 8),)).fetchone()[0] == 2
+    assert _values(product, date(2026, 3, 8))["wau"] == 2
+
+    queued = product.execute("select clock_timestamp()").fetchone()[0]  # both runs of D queued
+    _event(product, 300, 3, "2026-03-07")
+    assert _run_day(product, cs, D, "scheduled__d", fresh_after=queued) == [
+        date(2026, 3, 8), date(2026, 3, 9), D]
+    built = product.execute("select array_agg(built_at order by activity_date) from metrics_ops.state_days "
+                            "where activity_date >= '2026-03-07'").fetchone()[0]
+    assert _run_day(product, PA, D, "scheduled__d", fresh_after=queued) == [
+        date(2026, 3, 8), date(2026, 3, 9), D]
+    # the product run found the lookback days fresh (built after it was queued): not rebuilt
+    assert product.execute("select array_agg(built_at order by activity_date) from metrics_ops.state_days "
+                           "where activity_date >= '2026-03-07'").fetchone()[0] == built
+    assert product.execute(mau, (date(2026, 3, 8),)).fetchone()[0] == 3
+    assert _values(product, date(2026, 3, 8)) == {"dau": 2, "wau": 3, "mau": 3}
+    # a later run of either domain finds nothing left to republish
+    assert _run_day(product, PA, D, "manual__again") == [D]
+    assert _run_day(product, cs, D, "manual__again") == [D]

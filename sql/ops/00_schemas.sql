@@ -77,3 +77,25 @@ create table if not exists metrics_ops.state_days (
     built_at timestamptz not null,
     primary key (state, activity_date)
 );
+
+-- Late data across domains: every state day carries the checksum of its rows and a version that
+-- moves only when its rows change (or it is built for the first time); every publication records
+-- the highest state version its build read. A published date is stale for ANY domain reading
+-- the state when a day of its window has a newer version, whichever run rebuilt the day, so a
+-- state shared by two domains is rebuilt once per run and still republished by both.
+create sequence if not exists metrics_ops.state_version;
+alter table metrics_ops.state_days add column if not exists checksum text;
+alter table metrics_ops.state_days add column if not exists version bigint not null default 0;
+alter table metrics_ops.publish_log add column if not exists state_version bigint not null default 0;
+alter table metrics_ops.publish_history add column if not exists state_version bigint not null default 0;
+
+-- What each staged build read: the highest version of the state days of its window (read
+-- before the build query, so it never claims more than the build saw). Publish copies it.
+create table if not exists metrics_ops.build_log (
+    target text not null,
+    metric_date date not null,
+    stage_id text not null,
+    built_at timestamptz not null,
+    state_version bigint not null,
+    primary key (target, metric_date, stage_id)
+);

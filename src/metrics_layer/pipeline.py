@@ -353,11 +353,15 @@ def _state_checksums(cur, table: str, days: list[date]) -> dict[date, str]:
 
 def refresh_state(conn, state: str, metric_date: date, lookback_days: int = 3,
                   window_days: int = 30, fresh_after=None) -> StateRefresh:
-    """Make sure the state has every day of [D - window, D). Rebuilt: days missing from it, the
-    last `lookback_days` days before D (late rows), and, for a historical D (older than the
-    lookback from today: a backfill or a rerun of history), every day of the window built before
-    `fresh_after` (the time the run was requested), so a backfill after fixing raw data reads
-    fresh state while the runs of one backfill rebuild each day once."""
+    """Make sure the state has every day of [D - window, D). Rebuilt: days missing from it; the
+    last `lookback_days` days before D (late rows), unless built after `fresh_after` (the time
+    the run was requested: another run, e.g. of a domain sharing the state, rebuilt them since);
+    and, for a historical D (older than the lookback from today: a backfill or a rerun of
+    history), every day of the window built before `fresh_after`, so a backfill after fixing raw
+    data reads fresh state while the runs of one backfill rebuild each day once.
+
+    A rebuilt day whose rows differ from the last build (checksum) gets a new state version;
+    publications record the version they read (`affected_dates`)."""
     spec = states()[state]
     window = [metric_date - timedelta(days=i) for i in range(window_days, 0, -1)]
     historical = metric_date < utc_today() - timedelta(days=lookback_days)
@@ -366,30 +370,45 @@ def refresh_state(conn, state: str, metric_date: date, lookback_days: int = 3,
         # one builder per state at a time: concurrent runs would rebuild the same days
         _advisory_xact_lock(cur, f"metrics_layer:state:{state}")
         cur.execute(
-            "select activity_date, built_at from metrics_ops.state_days "
+            "select activity_date, built_at, checksum from metrics_ops.state_days "
             "where state = %s and activity_date >= %s and activity_date < %s",
             (state, window[0], metric_date),
         )
-        built = dict(cur.fetchall())
+        built = {d: (at, checksum) for d, at, checksum in cur.fetchall()}
         lookback_from = metric_date - timedelta(days=lookback_days)
-        days = [d for d in window
-                if d not in built or d >= lookback_from
-                or (historical and fresh_after is not None and built[d] < fresh_after)]
+
+        def stale(d: date) -> bool:
+            if d not in built:
+                return True
+            fresh = fresh_after is not None and built[d][0] >= fresh_after
+            return not fresh and (d >= lookback_from or (historical and fresh_after is not None))
+
+        days = [d for d in window if stale(d)]
         if not days:
             return StateRefresh([], [])
         started = time.monotonic()
-        before = _state_checksums(cur, spec.table, [d for d in days if d in built])
+        before = {d: c for d, (_, c) in built.items() if d in days}
+        # days built before checksums were kept: hash their rows as they are now
+        legacy = [d for d in days if d in built and before[d] is None]
+        if legacy:
+            before.update({d: "0:" for d in legacy} | _state_checksums(cur, spec.table, legacy))
         cur.execute(f"delete from {spec.table} where activity_date = any(%s)", (days,))  # noqa: S608
         cur.execute(sqlrender.render(spec.sql),
                     {"days": days, "first_day": days[0], "last_day": days[-1]})
         rows = cur.rowcount
-        after = _state_checksums(cur, spec.table, [d for d in days if d in built])
-        changed = [d for d in days if d in built and before.get(d) != after.get(d)]
+        after = _state_checksums(cur, spec.table, days)
+        changed = [d for d in days if d in built and before.get(d) != after.get(d, "0:")]
+        renewed = [d for d in days if d not in built or d in changed]
         cur.execute(
-            "insert into metrics_ops.state_days (state, activity_date, built_at) "
-            "select %s, d, now() from unnest(%s::date[]) as d "
-            "on conflict (state, activity_date) do update set built_at = excluded.built_at",
-            (state, days),
+            "insert into metrics_ops.state_days (state, activity_date, built_at, checksum, version) "
+            "select %(state)s, d, now(), coalesce(c, '0:'), "
+            "       case when d = any(%(renewed)s::date[]) then nextval('metrics_ops.state_version') else 0 end "
+            "from unnest(%(days)s::date[], %(sums)s::text[]) as t (d, c) "
+            "on conflict (state, activity_date) do update set built_at = excluded.built_at, "
+            "    checksum = excluded.checksum, "
+            "    version = case when excluded.activity_date = any(%(renewed)s::date[]) "
+            "                   then excluded.version else state_days.version end",
+            {"state": state, "days": days, "sums": [after.get(d) for d in days], "renewed": renewed},
         )
     log.info("state %s: rebuilt %d day(s) %s..%s, %d rows in %.2fs; changed: %s",
              state, len(days), days[0], days[-1], rows, time.monotonic() - started,
@@ -400,30 +419,40 @@ def refresh_state(conn, state: str, metric_date: date, lookback_days: int = 3,
 def refresh_states(conn, domain: Domain, metric_date: date, lookback_days: int | None = None,
                    fresh_after=None) -> list[date]:
     """Refresh every state the domain reads; return the metric_dates to build: D, plus every
-    earlier metric_date of the domain already published whose window saw a changed state day
-    (late data reaches the numbers readers already saw; each is republished and restated)."""
+    earlier metric_date of the domain already published whose window holds a state day that
+    changed since (late data reaches the numbers readers already saw; each is republished and
+    restated), whichever run rebuilt that day."""
     lookback = domain.lookback_days if lookback_days is None else lookback_days
-    changed: set[date] = set()
     for state in domain.states:
-        changed.update(refresh_state(conn, state, metric_date, lookback,
-                                     domain.state_window_days, fresh_after).changed)
-    return sorted(set(affected_dates(conn, domain, changed, metric_date)) | {metric_date})
+        refresh_state(conn, state, metric_date, lookback, domain.state_window_days, fresh_after)
+    return sorted(set(affected_dates(conn, domain, metric_date)) | {metric_date})
 
 
-def affected_dates(conn, domain: Domain, changed: set[date] | list[date], metric_date: date) -> list[date]:
-    """Published metric_dates X < D of the domain with a changed day c in their window
-    [X - state_window_days, X)."""
-    if not changed:
+def affected_dates(conn, domain: Domain, metric_date: date) -> list[date]:
+    """Published metric_dates X < D of the domain with a state day c in their window
+    [X - state_window_days, X) whose version is newer than the one X's publication read."""
+    if not domain.states:
         return []
     with conn.cursor() as cur:
         cur.execute(
-            "select metric_date from metrics_ops.publish_log where target = %(t)s "
-            "and metric_date < %(d)s and exists (select 1 from unnest(%(changed)s::date[]) as c "
-            "where c < metric_date and c >= metric_date - %(w)s) order by 1",
-            {"t": domain.table, "d": metric_date, "changed": sorted(changed),
+            "select p.metric_date from metrics_ops.publish_log as p where p.target = %(t)s "
+            "and p.metric_date < %(d)s and exists (select 1 from metrics_ops.state_days as s "
+            "where s.state = any(%(states)s) and s.activity_date < p.metric_date "
+            "and s.activity_date >= p.metric_date - %(w)s and s.version > p.state_version) order by 1",
+            {"t": domain.table, "d": metric_date, "states": list(domain.states),
              "w": domain.state_window_days},
         )
         return [r[0] for r in cur.fetchall()]
+
+
+def _state_version(cur, domain: Domain, metric_date: date) -> int:
+    """The highest version of the state days a build of `metric_date` reads."""
+    if not domain.states:
+        return 0
+    cur.execute("select coalesce(max(version), 0) from metrics_ops.state_days where state = any(%s) "
+                "and activity_date >= %s and activity_date < %s",
+                (list(domain.states), metric_date - timedelta(days=domain.state_window_days), metric_date))
+    return cur.fetchone()[0]
 
 
 # ---------------------------------------------------------------------------- build & publish
@@ -448,6 +477,12 @@ def build_staging(conn, domain: Domain, metric_date: date, run_id: str | None = 
             # this run's earlier try, and slices abandoned by runs killed for good
             cur.execute(f"delete from {target} where (stage_id = %s and metric_date = %s) "  # noqa: S608
                         "or staged_at < now() - %s", (stage, metric_date, STAGE_TTL))
+            # read before the build: a state refreshed in between only makes the day stale again
+            cur.execute(
+                "insert into metrics_ops.build_log (target, metric_date, stage_id, built_at, state_version) "
+                "values (%s, %s, %s, now(), %s) on conflict (target, metric_date, stage_id) do update "
+                "set built_at = excluded.built_at, state_version = excluded.state_version",
+                (domain.table, metric_date, stage, _state_version(cur, domain, metric_date)))
             cur.execute(
                 f"insert into {target} (stage_id, {cols})\n"  # noqa: S608
                 f"select %(stage_id)s, {cols} from (\n{build_select(domain)}\n) as q",
@@ -551,8 +586,11 @@ def publish(conn, domain: Domain, dates: date | list[date], run_id: str | None =
             rows = cur.rowcount
             cur.execute(f"delete from {STAGING_SCHEMA}.{domain.table} where stage_id = %s "  # noqa: S608
                         "and metric_date = %s", (stage, d))
+            cur.execute("delete from metrics_ops.build_log where target = %s and metric_date = %s "
+                        "and stage_id = %s returning state_version", (domain.table, d, stage))
+            read = cur.fetchone()
             _log_publication(cur, domain.table, [d], run_id, rows, version=version,
-                             definition_hash_=current_hash)
+                             definition_hash_=current_hash, state_version=read[0] if read else 0)
             total += rows
             log.info("%s %s: published %d rows; %d value(s) restated%s", domain.table, d, rows,
                      restated, f" ({reason})" if restated else "")
@@ -560,26 +598,29 @@ def publish(conn, domain: Domain, dates: date | list[date], run_id: str | None =
 
 
 def _log_publication(cur, target: str, dates: list[date], run_id: str | None, rows: int,
-                     version: int | None = None, definition_hash_: str | None = None) -> None:
+                     version: int | None = None, definition_hash_: str | None = None,
+                     state_version: int = 0) -> None:
     """One new version per (target, date); the latest in publish_log, every one in history."""
     cur.execute(
         """
         with pub as (
             insert into metrics_ops.publish_history
-                (version, target, metric_date, run_id, row_count, published_at, definition_hash)
+                (version, target, metric_date, run_id, row_count, published_at, definition_hash,
+                 state_version)
             select coalesce(%(version)s, nextval('metrics_ops.publish_version')), %(target)s, d,
-                   %(run_id)s, %(rows)s, clock_timestamp(), %(hash)s
+                   %(run_id)s, %(rows)s, clock_timestamp(), %(hash)s, %(state_version)s
             from unnest(%(dates)s::date[]) as d
-            returning version, target, metric_date, run_id, row_count, published_at
+            returning version, target, metric_date, run_id, row_count, published_at, state_version
         )
         insert into metrics_ops.publish_log
-            (target, metric_date, published_at, run_id, row_count, version)
-        select target, metric_date, published_at, run_id, row_count, version from pub
+            (target, metric_date, published_at, run_id, row_count, version, state_version)
+        select target, metric_date, published_at, run_id, row_count, version, state_version from pub
         on conflict (target, metric_date) do update set published_at = excluded.published_at,
-            run_id = excluded.run_id, row_count = excluded.row_count, version = excluded.version
+            run_id = excluded.run_id, row_count = excluded.row_count, version = excluded.version,
+            state_version = excluded.state_version
         """,
         {"target": target, "run_id": run_id, "rows": rows, "dates": dates, "version": version,
-         "hash": definition_hash_},
+         "hash": definition_hash_, "state_version": state_version},
     )
 
 

@@ -64,9 +64,9 @@ dag: venv ## make dag DAG=<dag_id> DATE=<YYYY-MM-DD>: one DAG, one date (Airflow
 	@test -n "$(DAG)" -a -n "$(DATE)" || { echo "usage: make dag DAG=<dag_id> DATE=<YYYY-MM-DD>"; exit 2; }
 	$(BIN)/python -m metrics_layer.cli dag $(DAG) $(DATE)
 
-run: venv ## make run DATE=<YYYY-MM-DD> [END=<YYYY-MM-DD>]: every domain DAG for the dates, then the fan-in
-	@test -n "$(DATE)" || { echo "usage: make run DATE=<YYYY-MM-DD> [END=<YYYY-MM-DD>]"; exit 2; }
-	$(BIN)/python -m metrics_layer.cli run $(DATE) $(END)
+run: venv ## make run DATE=<YYYY-MM-DD> [END=<YYYY-MM-DD>] [PER_DATE=1]: every domain DAG for the dates (one run per domain, or per date), then the fan-in
+	@test -n "$(DATE)" || { echo "usage: make run DATE=<YYYY-MM-DD> [END=<YYYY-MM-DD>] [PER_DATE=1]"; exit 2; }
+	$(BIN)/python -m metrics_layer.cli run $(DATE) $(END) $(if $(PER_DATE),--per-date)
 
 migrate: venv ## apply the layer's schema (DDL) to the warehouse now
 	$(BIN)/python -m metrics_layer.cli migrate

@@ -291,6 +291,11 @@ def test_rerun_commands():
         "make run DATE=2026-11-23 END=2026-11-25"
     assert alerts.rerun_commands("metrics_unified", [date(2026, 11, 25), date(2026, 11, 24)]) == [
         "airflow dags trigger metrics_unified --conf '{\"metric_dates\": [\"2026-11-24\", \"2026-11-25\"]}'"]
+    # a range run (more dates than are worth listing): one trigger rebuilds the range again
+    month = [date(2026, 10, 1) + timedelta(days=i) for i in range(31)]
+    assert alerts.rerun_commands(CS, month) == [
+        "airflow dags trigger metrics_customer_success --conf '{\"metric_date\": \"2026-10-01\", "
+        "\"end_date\": \"2026-10-31\"}'", "make run DATE=2026-10-01 END=2026-10-31"]
 
 
 # ---------------------------------------------------------------------------- routing

@@ -435,8 +435,13 @@ def rerun_commands(dag_id: str, dates: list) -> list[str]:
         return [f"airflow dags trigger {dag_id}"]
     if not days:
         return [f"airflow dags trigger {dag_id} --conf '{{\"metric_date\": \"YYYY-MM-DD\"}}'"]
-    cmds = [f"airflow dags trigger {dag_id} --conf '{{\"metric_date\": \"{d}\"}}'" for d in days]
-    first, last = min(days), max(days)
+    every = sorted({d for d in dates if d is not None})
+    first, last = every[0], every[-1]
+    if len(every) > MAX_RERUN_DATES:  # a range run: one run rebuilds the range again
+        cmds = [f"airflow dags trigger {dag_id} --conf '{{\"metric_date\": \"{first}\", "
+                f"\"end_date\": \"{last}\"}}'"]
+    else:
+        cmds = [f"airflow dags trigger {dag_id} --conf '{{\"metric_date\": \"{d}\"}}'" for d in days]
     cmds.append(f"make run DATE={first}" + (f" END={last}" if last != first else ""))
     return cmds
 
@@ -594,7 +599,7 @@ class Digest:
 
 
 def _context_facts(context) -> dict:
-    from metrics_layer.runctx import metric_date_or_none
+    from metrics_layer.runctx import metric_date_or_none, metric_dates_or_none
 
     ti = context.get("ti") or context.get("task_instance")
     dag = context.get("dag")
@@ -604,6 +609,7 @@ def _context_facts(context) -> dict:
         "try_number": getattr(ti, "try_number", None),
         "run_id": context.get("run_id") or getattr(ti, "run_id", None) or "?",
         "metric_date": metric_date_or_none(context),
+        "metric_dates": metric_dates_or_none(context),  # a range run builds several
         "log_url": _safe_attr(ti, "log_url"),
     }
 
@@ -622,7 +628,8 @@ def failure_digest(context, checks: list[FailedCheck] | None = None,
     exc = context.get("exception")
     checks = list(checks or [])
     detail = str(exc).strip() if exc is not None else "the task failed (no exception recorded)"
-    dates = sorted({c.metric_date for c in checks}, reverse=True) or [f["metric_date"]]
+    dates = (sorted({c.metric_date for c in checks}, reverse=True)
+             or sorted(f["metric_dates"], reverse=True) or [f["metric_date"]])
     # the fan-in builds many dates: its checks name them (its run date says nothing)
     day = None if f["dag_id"] == UNIFIED_DAG_ID and checks else f["metric_date"]
     return Digest(

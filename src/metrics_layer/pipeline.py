@@ -351,20 +351,27 @@ def _state_checksums(cur, table: str, days: list[date]) -> dict[date, str]:
     return dict(cur.fetchall())
 
 
-def refresh_state(conn, state: str, metric_date: date, lookback_days: int = 3,
+def refresh_state(conn, state: str, metric_dates: date | list[date], lookback_days: int = 3,
                   window_days: int = 30, fresh_after=None) -> StateRefresh:
-    """Make sure the state has every day of [D - window, D). Rebuilt: days missing from it; the
-    last `lookback_days` days before D (late rows), unless built after `fresh_after` (the time
-    the run was requested: another run, e.g. of a domain sharing the state, rebuilt them since);
-    and, for a historical D (older than the lookback from today: a backfill or a rerun of
-    history), every day of the window built before `fresh_after`, so a backfill after fixing raw
-    data reads fresh state while the runs of one backfill rebuild each day once.
+    """Make sure the state has every day of the windows [X - window, X) of the metric_dates X.
+    Rebuilt: days missing from it; the last `lookback_days` days before each X (late rows),
+    unless built after `fresh_after` (the time the run was requested: another run, e.g. of a
+    domain sharing the state, rebuilt them since); and, for a historical X (older than the
+    lookback from today: a backfill or a rerun of history), every day of its window built
+    before `fresh_after`, so a backfill after fixing raw data reads fresh state while the runs of
+    one backfill rebuild each day once. A range of dates rebuilds exactly the days a sequence of
+    single-date runs would, in one statement.
 
     A rebuilt day whose rows differ from the last build (checksum) gets a new state version;
     publications record the version they read (`affected_dates`)."""
     spec = states()[state]
-    window = [metric_date - timedelta(days=i) for i in range(window_days, 0, -1)]
-    historical = metric_date < utc_today() - timedelta(days=lookback_days)
+    dates = sorted({metric_dates} if isinstance(metric_dates, date) else set(metric_dates))
+    first, last = dates[0], dates[-1]
+    window_start = first - timedelta(days=window_days)
+    window = [window_start + timedelta(days=i) for i in range((last - window_start).days)]
+    # the latest historical date: every day of the windows before it reads fresh state
+    historical = [x for x in dates if x < utc_today() - timedelta(days=lookback_days)]
+    history_end = historical[-1] if historical and fresh_after is not None else window_start
     with conn.transaction(), conn.cursor() as cur:
         _utc(cur)
         # one builder per state at a time: concurrent runs would rebuild the same days
@@ -372,16 +379,16 @@ def refresh_state(conn, state: str, metric_date: date, lookback_days: int = 3,
         cur.execute(
             "select activity_date, built_at, checksum from metrics_ops.state_days "
             "where state = %s and activity_date >= %s and activity_date < %s",
-            (state, window[0], metric_date),
+            (state, window_start, last),
         )
         built = {d: (at, checksum) for d, at, checksum in cur.fetchall()}
-        lookback_from = metric_date - timedelta(days=lookback_days)
+        lookback_from = first - timedelta(days=lookback_days)
 
         def stale(d: date) -> bool:
             if d not in built:
                 return True
             fresh = fresh_after is not None and built[d][0] >= fresh_after
-            return not fresh and (d >= lookback_from or (historical and fresh_after is not None))
+            return not fresh and (d >= lookback_from or d < history_end)
 
         days = [d for d in window if stale(d)]
         if not days:
@@ -416,16 +423,21 @@ def refresh_state(conn, state: str, metric_date: date, lookback_days: int = 3,
     return StateRefresh(days, changed)
 
 
-def refresh_states(conn, domain: Domain, metric_date: date, lookback_days: int | None = None,
+def refresh_states(conn, domain: Domain, metric_dates: date | list[date], lookback_days: int | None = None,
                    fresh_after=None) -> list[date]:
-    """Refresh every state the domain reads; return the metric_dates to build: D, plus every
-    earlier metric_date of the domain already published whose window holds a state day that
-    changed since (late data reaches the numbers readers already saw; each is republished and
-    restated), whichever run rebuilt that day."""
+    """Refresh every state the domain reads for the run's metric_dates (one date, or a range);
+    return the metric_dates to build: those, plus every earlier metric_date of the domain
+    already published whose window holds a state day that changed since (late data reaches the
+    numbers readers already saw; each is republished and restated), whichever run rebuilt it."""
+    dates = _date_list(metric_dates)
     lookback = domain.lookback_days if lookback_days is None else lookback_days
     for state in domain.states:
-        refresh_state(conn, state, metric_date, lookback, domain.state_window_days, fresh_after)
-    return sorted(set(affected_dates(conn, domain, metric_date)) | {metric_date})
+        refresh_state(conn, state, dates, lookback, domain.state_window_days, fresh_after)
+    return sorted(set(affected_dates(conn, domain, dates[0])) | set(dates))
+
+
+def _date_list(metric_dates: date | list[date]) -> list[date]:
+    return sorted({metric_dates} if isinstance(metric_dates, date) else set(metric_dates))
 
 
 def affected_dates(conn, domain: Domain, metric_date: date) -> list[date]:
@@ -638,33 +650,38 @@ def record_validation(conn, domain: Domain, metric_date: date, run_id: str | Non
     )
 
 
-def late_data_reasons(dates: list[date], metric_date: date) -> dict[date, str]:
-    """The restatement reason of each republished earlier date of a run for `metric_date`."""
+def late_data_reasons(dates: list[date], run_dates: date | list[date]) -> dict[date, str]:
+    """The restatement reason of each republished earlier date of a run for `run_dates`."""
+    run = _date_list(run_dates)
+    label = f"{run[0]}" if len(run) == 1 else f"{run[0]}..{run[-1]}"
     return {d: f"late data: state changed before {d}, caught by the lookback of the run for "
-               f"{metric_date}" for d in dates if d != metric_date}
+               f"{label}" for d in dates if d not in run}
 
 
-def stage(conn, domain: Domain, metric_date: date, lookback_days: int | None = None,
+def stage(conn, domain: Domain, metric_dates: date | list[date], lookback_days: int | None = None,
           run_id: str | None = None, fresh_after=None) -> int:
-    """Schema, source checks, state and build: the day (and any earlier published day whose
-    window saw changed state) staged and ready to validate. Returns the rows staged for D."""
+    """Schema, source checks, state and build: the run's days (and any earlier published day
+    whose window saw changed state) staged and ready to validate. Returns the rows staged for
+    the run's dates."""
+    run = _date_list(metric_dates)
     ensure_schema(conn)
     check_sources(conn, domain)
     rows = {d: build_staging(conn, domain, d, run_id)
-            for d in refresh_states(conn, domain, metric_date, lookback_days, fresh_after)}
-    return rows[metric_date]
+            for d in refresh_states(conn, domain, run, lookback_days, fresh_after)}
+    return sum(rows[d] for d in run)
 
 
-def refresh_domain(conn, domain: Domain, metric_date: date, run_id: str | None = None,
+def refresh_domain(conn, domain: Domain, metric_dates: date | list[date], run_id: str | None = None,
                    lookback_days: int | None = None, fresh_after=None) -> int:
-    """Everything but validation, for tools and tests that want a published day in one call
-    (late-data republications included). Returns the rows published for D."""
+    """Everything but validation, for tools and tests that want published days in one call
+    (late-data republications included). Returns the rows published for the run's dates."""
+    run = _date_list(metric_dates)
     ensure_schema(conn)
     check_sources(conn, domain)
-    dates = refresh_states(conn, domain, metric_date, lookback_days, fresh_after)
+    dates = refresh_states(conn, domain, run, lookback_days, fresh_after)
     rows = {d: build_staging(conn, domain, d, run_id) for d in dates}
-    publish(conn, domain, dates, run_id, late_data_reasons(dates, metric_date))
-    return rows[metric_date]
+    publish(conn, domain, dates, run_id, late_data_reasons(dates, run))
+    return sum(rows[d] for d in run)
 
 
 # ---------------------------------------------------------------------------- fan-in

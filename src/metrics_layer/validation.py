@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import time
 from dataclasses import dataclass, field
@@ -242,38 +243,55 @@ def quiet_gx_logging() -> None:
 
 
 def validate_day(domain: Domain, metric_date: date, run_id: str | None = None,
-                 conn_id: str = "metrics_warehouse", schema: str = "metrics_staging") -> ValidationSummary:
+                 conn_id: str = "metrics_warehouse", schema: str = "metrics_staging",
+                 engine: str | None = None) -> ValidationSummary:
     """Run the domain's suite on the run's staged slice of `metric_date` (in <schema>.<table>;
-    `schema="entity"` validates a published day instead)."""
-    from metrics_layer import pipeline
+    `schema="entity"` validates a published day instead).
 
-    quiet_gx_logging()
-    import great_expectations as gx
-    from great_expectations.data_context.types.base import ProgressBarsConfig
+    engine: "sql" evaluates the suite in one PostgreSQL statement (metrics_layer.suite_sql, the
+    default whenever the suite compiles), "gx" runs it through Great Expectations; the default
+    comes from METRICS_VALIDATION_ENGINE (sql)."""
+    from metrics_layer import pipeline, suite_sql
 
     started = time.monotonic()
-    ctx = gx.get_context(mode="ephemeral")
-    ctx.variables.progress_bars = ProgressBarsConfig(globally=False)
-    source = ctx.data_sources.add_sql("warehouse", connection_string="postgresql+psycopg://",
-                                      kwargs=_engine_kwargs(conn_id))
     # literals only from validated values: a registry identifier, an ISO date, a hex stage id
     where = f"metric_date = date '{metric_date.isoformat()}'"
     if schema == pipeline.STAGING_SCHEMA:
         where += f" and stage_id = '{pipeline.stage_key(run_id)}'"
     relation = f"{schema}.{domain.table}"
+    suite = load_suite_json(domain)
+    engine = engine or os.environ.get("METRICS_VALIDATION_ENGINE", "sql")
+    compiled = suite_sql.compile_suite(domain, suite, relation, where) if engine == "sql" else None
+    if compiled is not None:
+        with pipeline.connect(conn_id) as conn:
+            results = suite_sql.evaluate(conn, compiled)
+    else:
+        engine = "gx"
+        results = _gx_results(domain, suite, relation, where, conn_id)
+    pairs = [_check_result(domain, r) for r in results]
+    _name_entities(domain, pairs, relation, where, conn_id)
+    summary = ValidationSummary(domain.table, metric_date, len(results), results=[r for r, _ in pairs])
+    log.info("%s (%s, %.2fs)", summary.describe(), engine, time.monotonic() - started)
+    return summary
+
+
+def _gx_results(domain: Domain, suite: dict, relation: str, where: str, conn_id: str) -> list:
+    """The suite's results from Great Expectations itself (one ephemeral context)."""
+    quiet_gx_logging()
+    import great_expectations as gx
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    ctx = gx.get_context(mode="ephemeral")
+    ctx.variables.progress_bars = ProgressBarsConfig(globally=False)
+    source = ctx.data_sources.add_sql("warehouse", connection_string="postgresql+psycopg://",
+                                      kwargs=_engine_kwargs(conn_id))
     asset = source.add_query_asset(domain.table, query=f"select * from {relation} where {where}")  # noqa: S608
     batch = asset.add_batch_definition_whole_table("day").get_batch()
-    suite = gx.ExpectationSuite(**load_suite_json(domain))
     # COMPLETE: SQL checks return their offending rows and map checks the offending ids
-    result = batch.validate(suite, result_format={"result_format": "COMPLETE",
-                                                  "partial_unexpected_count": 5,
-                                                  "unexpected_index_column_names": [domain.id_column]})
-    pairs = [_check_result(domain, r) for r in result.results]
-    _name_entities(domain, pairs, relation, where, conn_id)
-    summary = ValidationSummary(domain.table, metric_date, len(result.results),
-                                results=[r for r, _ in pairs])
-    log.info("%s (%.2fs)", summary.describe(), time.monotonic() - started)
-    return summary
+    result = batch.validate(gx.ExpectationSuite(**suite),
+                            result_format={"result_format": "COMPLETE", "partial_unexpected_count": 5,
+                                           "unexpected_index_column_names": [domain.id_column]})
+    return list(result.results)
 
 
 def validate_dates(domain: Domain, dates: list[date], run_id: str | None,

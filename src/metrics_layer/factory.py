@@ -96,10 +96,6 @@ def _run_facts():
     return context, metric_dates(context), context["run_id"]
 
 
-def _label(days: list[date]) -> str:
-    return f"{days[0]}" if len(days) == 1 else f"{days[0]}..{days[-1]}"
-
-
 def _doc(domain: Domain, intro: str) -> str:
     rows = "\n".join(
         f"| `{m.name}` | {m.tier} | {m.unit} | {m.window} | "
@@ -155,29 +151,10 @@ def domain_dag(domain_name: str, doc_md: str = "") -> DAG:
             source table is missing or empty; run the source checks on the rows this run reads
             (include/contract/source_checks.yaml): an error-severity failure stops the day here,
             naming the rows; warnings are stored and alerted after publishing."""
-            from metrics_layer import checks, pipeline
-            from metrics_layer.errors import SourceCheckFailed
+            from metrics_layer import runner
 
-            context, days, run_id = _run_facts()
-            day = days[0]
-
-            def step(conn):
-                pipeline.ensure_schema(conn)
-                pipeline.check_sources(conn, domain)
-                results = checks.source_checks(conn, domain, days)
-                checks.record(conn, domain, domain.table, run_id, day, results)
-                return results
-
-            results = pipeline.run(step)
-            blocking = [r for r in results if r.blocking]
-            for r in results:
-                if not r.success:
-                    log.warning("source check: %s", r.describe())
-            if blocking:
-                raise SourceCheckFailed(
-                    f"{domain.table} {_label(days)}: {len(blocking)} source check(s) failed with severity "
-                    "error; nothing was built or published, readers still see the last good day:\n"
-                    + "\n".join(f"  - {r.target}: {r.describe()}" for r in blocking))
+            _, days, run_id = _run_facts()
+            runner.source_step(domain, days, run_id, WAREHOUSE_CONN_ID)
             return [d.isoformat() for d in days]
 
         @task
@@ -203,11 +180,10 @@ def domain_dag(domain_name: str, doc_md: str = "") -> DAG:
         @_task_errors
         def build(dates: list[str]):
             """Compute each metric_date into this run's slice of metrics_staging."""
-            from metrics_layer import pipeline
+            from metrics_layer import runner
 
             _, _, run_id = _run_facts()
-            for d in dates:
-                pipeline.run(pipeline.build_staging, domain, date.fromisoformat(d), run_id)
+            runner.build_step(domain, [date.fromisoformat(d) for d in dates], run_id, WAREHOUSE_CONN_ID)
             return dates
 
         @task
@@ -269,34 +245,13 @@ def unified_dag(doc_md: str = "") -> DAG:
             """Build the derived tables (the company overview) for the dates a domain published
             since: stage, validate with its tier-1 suite, then publish (restatements included);
             a failed check leaves the last good overview in place and alerts."""
-            from datetime import date
-
-            from metrics_layer import pipeline, validation
+            from metrics_layer import runner
 
             context = get_current_context()
-            run_id = context["run_id"]
             forced = [date.fromisoformat(d) for d in context["params"]["metric_dates"]]
-            built = {}
-            for domain in derived_domains():
-
-                def stage(conn, domain=domain):
-                    pipeline.ensure_schema(conn)
-                    pipeline.check_sources(conn, domain)
-                    versions = pipeline.derived_versions(conn, domain, forced)
-                    for d in versions:
-                        pipeline.build_staging(conn, domain, d, run_id)
-                    return versions
-
-                versions = pipeline.run(stage)
-                if not versions:
-                    continue
-                validation.validate_dates(domain, list(versions), run_id, WAREHOUSE_CONN_ID,
-                                          dag_id=UNIFIED_DAG_ID)
-                pipeline.run(pipeline.publish, domain, list(versions), run_id)
-                pipeline.run(pipeline.record_derived, domain, versions, run_id)
-                alerts.after_publish(domain, list(versions), run_id, UNIFIED_DAG_ID, context)
-                built[domain.table] = [d.isoformat() for d in versions]
-                outlet_events[table_asset(domain.table)].extra = {"metric_dates": built[domain.table]}
+            built = runner.overview_step(context["run_id"], forced, context, WAREHOUSE_CONN_ID)
+            for table, days in built.items():
+                outlet_events[table_asset(table)].extra = {"metric_dates": days}
             return built
 
         # the unified table follows the domains even when the overview failed its checks
@@ -304,18 +259,11 @@ def unified_dag(doc_md: str = "") -> DAG:
         @_task_errors
         def build_unified(outlet_events=None):
             """Rebuild the stale (domain, metric_date) slices of metrics_unified_domains."""
-            from datetime import date
-
-            from metrics_layer import pipeline
+            from metrics_layer import runner
 
             context = get_current_context()
             forced = [date.fromisoformat(d) for d in context["params"]["metric_dates"]]
-
-            def step(conn):
-                pipeline.ensure_schema(conn)
-                return pipeline.build_unified(conn, context["run_id"], forced)
-
-            summary = pipeline.run(step)
+            summary = runner.unified_step(context["run_id"], forced, WAREHOUSE_CONN_ID)
             outlet_events[unified].extra = {"rebuilt": summary}
             return summary
 

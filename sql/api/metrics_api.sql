@@ -1,6 +1,10 @@
 -- entity.metrics_api rows of one domain for the metric_dates in `dates` (the caller deletes them
 -- first, in the same transaction). Reads metrics_unified_domains (values, comparisons) and
 -- entity.metrics_catalog (direction, additive). The rules are in sql/ops/30_metrics_api.sql.
+-- Each comparison also names, as a constant list (`dates_1d` ... `dates_364d`), the dates it can
+-- point at: the planner then reads those days only, by the primary key, whatever its
+-- statistics say (on a freshly loaded table it once hashed the domain's whole history five
+-- times, or scanned every entity of a metric for each lookup).
 insert into entity.metrics_api (
     metric_date, domain, entity_type, entity_id, entity_name, metric_name, metric_value, unit,
     importance_tier, direction,
@@ -47,25 +51,30 @@ compared as (
         on
             t.metric_date - 1 = d1.metric_date and t.domain = d1.domain
             and t.entity_id = d1.entity_id and t.metric_name = d1.metric_name
+            and d1.metric_date = any({{ param('dates_1d') }}::date[])
     left join entity.metrics_unified_domains as d7
         on
             t.metric_date - 7 = d7.metric_date and t.domain = d7.domain
             and t.entity_id = d7.entity_id and t.metric_name = d7.metric_name
+            and d7.metric_date = any({{ param('dates_7d') }}::date[])
     -- minus one month clamps to the month's last day: March 31 -> February 28 (29)
     left join entity.metrics_unified_domains as m1
         on
             (t.metric_date - interval '1 month')::date = m1.metric_date and t.domain = m1.domain
             and t.entity_id = m1.entity_id and t.metric_name = m1.metric_name
+            and m1.metric_date = any({{ param('dates_1m') }}::date[])
     -- February 29 -> February 28
     left join entity.metrics_unified_domains as y1
         on
             (t.metric_date - interval '1 year')::date = y1.metric_date and t.domain = y1.domain
             and t.entity_id = y1.entity_id and t.metric_name = y1.metric_name
+            and y1.metric_date = any({{ param('dates_1y') }}::date[])
     -- the same weekday a year before
     left join entity.metrics_unified_domains as w52
         on
             t.metric_date - 364 = w52.metric_date and t.domain = w52.domain
             and t.entity_id = w52.entity_id and t.metric_name = w52.metric_name
+            and w52.metric_date = any({{ param('dates_364d') }}::date[])
     -- period to date, additive metrics only: the value of metric_date X covers day X-1
     left join lateral (
         select

@@ -154,6 +154,20 @@ def _advisory_xact_lock(cur, key: str, wait: str = "15min") -> None:
     cur.execute("select set_config('lock_timeout', %s, true)", (session_settings()["lock_timeout"],))
 
 
+def analyze_if_grown(cur, table: str, rows: int, share: float = 0.1) -> bool:
+    """ANALYZE `table` when `rows` just written are more than `share` of what its statistics
+    know (or it has none): the next statements of the same transaction, and the next run, plan
+    with the real row counts instead of autovacuum's last view. A 90-day rebuild of
+    metrics_api planned on stale statistics took 84 s where it takes 3 s (bench/). ANALYZE
+    takes no lock readers or writers wait for."""
+    cur.execute("select reltuples from pg_class where oid = %s::regclass", (table,))
+    known = cur.fetchone()[0]
+    if known >= 0 and rows <= share * known:
+        return False
+    cur.execute(f"analyze {table}")
+    return True
+
+
 def lock_holders(conn) -> list[str]:
     """Other sessions holding locks on the layer's tables, longest transaction first."""
     with conn.cursor() as cur:
@@ -403,6 +417,7 @@ def refresh_state(conn, state: str, metric_dates: date | list[date], lookback_da
         cur.execute(sqlrender.render(spec.sql),
                     {"days": days, "first_day": days[0], "last_day": days[-1]})
         rows = cur.rowcount
+        analyze_if_grown(cur, spec.table, rows)
         after = _state_checksums(cur, spec.table, days)
         changed = [d for d in days if d in built and before.get(d) != after.get(d, "0:")]
         renewed = [d for d in days if d not in built or d in changed]
@@ -606,6 +621,7 @@ def publish(conn, domain: Domain, dates: date | list[date], run_id: str | None =
             total += rows
             log.info("%s %s: published %d rows; %d value(s) restated%s", domain.table, d, rows,
                      restated, f" ({reason})" if restated else "")
+        analyze_if_grown(cur, f"{ENTITY_SCHEMA}.{domain.table}", total)
     return total
 
 
@@ -739,6 +755,8 @@ def build_unified(conn, run_id: str | None = None, force_dates: list[date] | Non
             cur.execute("select coalesce(sum(row_count), 0) from metrics_ops.unified_slices "
                         "where domain = %s and metric_date = any(%s)", (name, dates))
             summary[name] = int(cur.fetchone()[0])
+            # the comparisons below join these rows: plan them with their real counts
+            analyze_if_grown(cur, f"{ENTITY_SCHEMA}.{UNIFIED_TABLE}", summary[name])
             all_dates.update(dates)
             build_api(cur, domain, dates, run_id)
             log.info("%s: rebuilt %s for %d date(s) %s..%s", UNIFIED_TABLE, name, len(dates),
@@ -807,7 +825,13 @@ def build_api(cur, domain: Domain, changed: list[date], run_id: str | None = Non
         return []
     cur.execute("delete from entity.metrics_api where domain = %s and metric_date = any(%s)",
                 (domain.name, dates))
-    cur.execute(sqlrender.render("api/metrics_api.sql"), {"domain": domain.name, "dates": dates})
+    cur.execute("select array_agg(distinct d - 1), array_agg(distinct d - 7), "
+                "array_agg(distinct (d - interval '1 month')::date), "
+                "array_agg(distinct (d - interval '1 year')::date), array_agg(distinct d - 364) "
+                "from unnest(%s::date[]) as d", (dates,))
+    shifted = dict(zip(("dates_1d", "dates_7d", "dates_1m", "dates_1y", "dates_364d"), cur.fetchone(), strict=True))
+    cur.execute(sqlrender.render("api/metrics_api.sql"), {"domain": domain.name, "dates": dates, **shifted})
+    analyze_if_grown(cur, "entity.metrics_api", cur.rowcount)
     cur.execute(
         """
         insert into metrics_ops.api_slices (domain, metric_date, built_at, run_id, row_count)

@@ -83,8 +83,9 @@ catalog: venv ## regenerate docs/metrics.md from the registry
 docs: venv ## Great Expectations Data Docs of the last 7 published dates of every table (.local/data_docs/index.html)
 	$(BIN)/python -m metrics_layer.cli docs
 
-bench: venv ## benchmark the daily run: make bench SCALE=1 DAYS=60 (appends to bench/RESULTS.md)
-	$(BIN)/python bench/bench_daily.py --scale $(SCALE) --days $(DAYS)
+BENCH_DAYS ?= 365
+bench: venv ## the whole daily job against the naive design and the targets: make bench SCALE=1 (bench/results/latest.json)
+	$(BIN)/python bench/bench.py --scale $(SCALE) --days $(BENCH_DAYS) $(if $(REUSE),--reuse)
 
 constraints: venv
 	$(BIN)/pip freeze --exclude-editable > constraints.txt

@@ -9,6 +9,7 @@ from datetime import date, timedelta
 import pendulum
 import pytest
 
+from conftest import ROOT
 from metrics_layer import cli, seed
 from metrics_layer.registry import source_domains
 from metrics_layer.runctx import MAX_RANGE_DAYS, metric_dates
@@ -54,7 +55,9 @@ def _context(**params):
     return {"params": {"metric_date": None, **params}, "logical_date": pendulum.datetime(2026, 3, 10, tz="UTC")}
 
 
-def test_the_range_params_are_checked_before_anything_runs(dagbag, conn):
+def test_the_range_params_are_checked_before_anything_runs(pg_server, conn):
+    from airflow.dag_processing.dagbag import DagBag
+
     assert metric_dates(_context()) == [date(2026, 3, 10)]
     assert metric_dates(_context(metric_date="2026-02-27", end_date="2026-03-01")) == [
         date(2026, 2, 27), date(2026, 2, 28), date(2026, 3, 1)]
@@ -64,7 +67,8 @@ def test_the_range_params_are_checked_before_anything_runs(dagbag, conn):
         metric_dates(_context(metric_date="2025-01-01", end_date="2026-03-01"))
     # a real run with a backwards range fails at its first task, saying why, and builds nothing
     seed.seed(conn, scale=0.05, days=35, seed=7, end_date=TODAY)
-    dag = dagbag.get_dag("metrics_sales")
+    # a DAG of its own: dag.test(run_conf=...) leaves the conf in the in-memory tasks' params
+    dag = DagBag(dag_folder=str(ROOT / "dags")).get_dag("metrics_sales")
     dr = dag.test(run_conf={"metric_date": str(TODAY), "end_date": str(TODAY - timedelta(days=3))})
     assert dr.state == "failed"
     states = {ti.task_id: ti.state for ti in dr.get_task_instances()}

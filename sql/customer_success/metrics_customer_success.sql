@@ -9,10 +9,12 @@
 --   History: plan is the plan of the subscription in force on D; customer_name and segment are
 --   today's raw.customers values (the sources keep no history of them).
 -- Sources: raw.customers, raw.subscriptions, raw.users, raw.features, raw.support_tickets,
---   raw.devices, raw.device_telemetry, and metrics_state.user_activity_daily (product activity,
---   refreshed for [D-30, D) before this query runs). The user -> customer link is read from
---   raw.users by this query, not from the state's customer_id (frozen when a state day is built:
---   a user who reaches raw.users after their events would never count).
+--   raw.devices, raw.device_telemetry, and metrics_state.user_activity_daily (product
+--   activity, refreshed for [D-30, D) before this query runs; its 30 days are read once,
+--   grouped by user, and distinct features are the bits of the OR of the days' feature masks).
+--   The user -> customer link is read from raw.users by this query, not from the state's
+--   customer_id (frozen when a state day is built: a user who reaches raw.users after their
+--   events would never count).
 -- Arithmetic: every published value is one exact numeric fraction rounded once, at the end, to
 --   the places the registry states (round() is half away from zero): no float and no rounded
 --   intermediate, except that churn_risk_score and composite_success_score are computed from the
@@ -55,18 +57,39 @@ seats as (
 ),
 
 activity as (
-    -- state rows of [D-30, D) with the user's customer resolved now from raw.users (NULL for a
-    -- user unknown to raw.users as of D); the state's own customer_id is not read
+    -- one row per user with state in [D-30, D), from one pass over the state: active days in the
+    -- window and in its last 7 days, and the features touched as one bit mask (ids 0..63); the
+    -- user's customer is resolved now from raw.users (NULL for a user unknown to raw.users as
+    -- of D); the state's own customer_id is not read
     select
-        uad.activity_date,
-        uad.user_id,
+        per_user.*,
+        users.customer_id
+    from (
+        select
+            uad.user_id,
+            count(*) filter (where uad.events > 0) as active_days,
+            count(*) filter (where uad.events > 0 and uad.activity_date >= params.d_7) as active_days_7d,
+            bit_or(uad.feature_mask) as feature_mask
+        from metrics_state.user_activity_daily as uad
+        cross join params
+        where uad.activity_date >= params.d_30 and uad.activity_date < params.d
+        group by uad.user_id
+    ) as per_user
+    left join users on per_user.user_id = users.user_id
+),
+
+other_features_used as (
+    -- features with ids outside 0..63 (not in the masks; none unless the sources have them)
+    select distinct
         users.customer_id,
-        uad.events,
-        uad.feature_ids
+        feature.feature_id
     from metrics_state.user_activity_daily as uad
     cross join params
-    left join users on uad.user_id = users.user_id
-    where uad.activity_date >= params.d_30 and uad.activity_date < params.d
+    inner join users on uad.user_id = users.user_id
+    cross join lateral unnest(uad.other_feature_ids) as feature (feature_id)
+    where
+        uad.activity_date >= params.d_30 and uad.activity_date < params.d
+        and cardinality(uad.other_feature_ids) > 0
 ),
 
 core_features as (
@@ -117,14 +140,11 @@ seat_activity as (
         seats.customer_id,
         seats.user_id,
         seats.activated_at < params.d as is_activated,
-        count(activity.activity_date) filter (where activity.events > 0) as active_days,
-        count(activity.activity_date) filter (
-            where activity.events > 0 and activity.activity_date >= params.d_7
-        ) as active_days_7d
+        coalesce(activity.active_days, 0) as active_days,
+        coalesce(activity.active_days_7d, 0) as active_days_7d
     from seats
     cross join params
     left join activity on seats.user_id = activity.user_id
-    group by seats.customer_id, seats.user_id, seats.activated_at, params.d
 ),
 
 engagement as (
@@ -142,30 +162,48 @@ monthly_actives as (
     -- every active user counts, also users deactivated since (they were active in the window)
     select
         customer_id,
-        count(distinct user_id) as monthly_active_users
+        count(*) as monthly_active_users
     from activity
-    where events > 0 and customer_id is not null
+    where active_days > 0 and customer_id is not null
     group by customer_id
 ),
 
 -- ---------------------------------------------------------------- adoption
-features_used as (
-    select distinct
+core_mask as (
+    select coalesce(bit_or(1::bigint << feature_id) filter (where feature_id between 0 and 63), 0) as mask
+    from core_features
+),
+
+mask_adoption as (
+    -- distinct features of the customer's users: the bits of the OR of their masks
+    select
         activity.customer_id,
-        feature.feature_id
+        bit_count(bit_or(activity.feature_mask)::bit(64)) as features,
+        bit_count((bit_or(activity.feature_mask) & min(core_mask.mask))::bit(64)) as core_features
     from activity
-    cross join lateral unnest(activity.feature_ids) as feature (feature_id)
+    cross join core_mask
     where activity.customer_id is not null
+    group by activity.customer_id
+),
+
+other_adoption as (
+    select
+        other_features_used.customer_id,
+        count(*) as features,
+        count(core_features.feature_id) as core_features
+    from other_features_used
+    left join core_features on other_features_used.feature_id = core_features.feature_id
+    group by other_features_used.customer_id
 ),
 
 adoption as (
     select
-        features_used.customer_id,
-        count(*) as features_adopted,
-        count(core_features.feature_id) as core_features_used
-    from features_used
-    left join core_features on features_used.feature_id = core_features.feature_id
-    group by features_used.customer_id
+        coalesce(mask_adoption.customer_id, other_adoption.customer_id) as customer_id,
+        coalesce(mask_adoption.features, 0) + coalesce(other_adoption.features, 0) as features_adopted,
+        coalesce(mask_adoption.core_features, 0) + coalesce(other_adoption.core_features, 0)
+            as core_features_used
+    from mask_adoption
+    full outer join other_adoption on mask_adoption.customer_id = other_adoption.customer_id
 ),
 
 -- ---------------------------------------------------------------- support

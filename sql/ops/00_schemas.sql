@@ -99,3 +99,11 @@ create table if not exists metrics_ops.build_log (
     state_version bigint not null,
     primary key (target, metric_date, stage_id)
 );
+
+-- The definition (table.sql + build.sql) each compact state was built with: when it changes,
+-- migrate drops the state and forgets its days, and the next runs rebuild the days they read.
+create table if not exists metrics_ops.state_definitions (
+    state text primary key,
+    definition_hash text not null,
+    applied_at timestamptz not null
+);

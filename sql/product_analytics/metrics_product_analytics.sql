@@ -6,7 +6,8 @@
 --   "prior 30d" = [D-60, D-30). A user is active on a day with >= 1 product event that day.
 -- Sources: metrics_state.user_activity_daily only (built from raw.product_events,
 --   raw.product_sessions and raw.users; refreshed for [D-60, D) before this query runs), so the
---   rolling windows never rescan raw events.
+--   rolling windows never rescan raw events; its 60 days are read once, grouped by user, and a
+--   user's distinct features are the bits of the OR of the days' feature masks.
 -- Definitions, units and tiers: include/registry/product_analytics.yaml.
 
 with
@@ -21,48 +22,47 @@ params as (
         12 as power_user_min_days   -- power user: active on >= 12 of the 30 days
 ),
 
--- ---------------------------------------------------------------- import CTEs
-activity as (
-    -- one row per user per day with an event or a session, [D-60, D)
-    select uad.*
-    from metrics_state.user_activity_daily as uad, params
-    where uad.activity_date >= params.d_60 and uad.activity_date < params.d
-),
-
 -- ---------------------------------------------------------------- per user
 user_windows as (
-    -- one row per user seen in [D-60, D): in which windows they were active
+    -- one row per user seen in [D-60, D), in one pass over the state: in which windows they were
+    -- active, their sessions of the last 30 days, and their features as one bit mask
     select
-        activity.user_id,
-        count(*) filter (
-            where activity.events > 0 and activity.activity_date >= params.d_1
-        ) > 0 as active_1d,
-        count(*) filter (
-            where activity.events > 0 and activity.activity_date >= params.d_7
-        ) > 0 as active_7d,
-        count(*) filter (
-            where activity.events > 0 and activity.activity_date >= params.d_30
-        ) as active_days_30d,
-        count(*) filter (
-            where activity.events > 0 and activity.activity_date < params.d_30
-        ) > 0 as active_prior_30d,
-        coalesce(sum(activity.sessions) filter (where activity.activity_date >= params.d_30), 0)
-            as sessions_30d
-    from activity
+        uad.user_id,
+        count(*) filter (where uad.events > 0 and uad.activity_date >= params.d_1) > 0 as active_1d,
+        count(*) filter (where uad.events > 0 and uad.activity_date >= params.d_7) > 0 as active_7d,
+        count(*) filter (where uad.events > 0 and uad.activity_date >= params.d_30) as active_days_30d,
+        count(*) filter (where uad.events > 0 and uad.activity_date < params.d_30) > 0
+            as active_prior_30d,
+        coalesce(sum(uad.sessions) filter (where uad.activity_date >= params.d_30), 0) as sessions_30d,
+        coalesce(sum(uad.desktop_sessions) filter (where uad.activity_date >= params.d_30), 0)
+            as desktop_sessions_30d,
+        coalesce(sum(uad.mobile_sessions) filter (where uad.activity_date >= params.d_30), 0)
+            as mobile_sessions_30d,
+        coalesce(sum(uad.session_seconds) filter (where uad.activity_date >= params.d_30), 0)
+            as session_seconds_30d,
+        -- distinct features of [D-30, D) with ids 0..63: the bits of the OR of the days' masks
+        coalesce(
+            bit_count((bit_or(uad.feature_mask) filter (where uad.activity_date >= params.d_30))::bit(64)),
+            0
+        ) as mask_features_30d
+    from metrics_state.user_activity_daily as uad
     cross join params
-    group by activity.user_id
+    where uad.activity_date >= params.d_60 and uad.activity_date < params.d
+    group by uad.user_id
 ),
 
-user_features as (
-    -- distinct features each user touched in [D-30, D)
+other_features as (
+    -- distinct features of [D-30, D) with ids outside 0..63 (none unless the sources have them)
     select
-        activity.user_id,
-        count(distinct feature.feature_id) as features_30d
-    from activity
+        uad.user_id,
+        count(distinct feature.feature_id) as features
+    from metrics_state.user_activity_daily as uad
     cross join params
-    cross join lateral unnest(activity.feature_ids) as feature (feature_id)
-    where activity.activity_date >= params.d_30
-    group by activity.user_id
+    cross join lateral unnest(uad.other_feature_ids) as feature (feature_id)
+    where
+        uad.activity_date >= params.d_30 and uad.activity_date < params.d
+        and cardinality(uad.other_feature_ids) > 0
+    group by uad.user_id
 ),
 
 -- ---------------------------------------------------------------- product totals
@@ -82,26 +82,19 @@ users_agg as (
         coalesce(sum(user_windows.sessions_30d) filter (where user_windows.active_days_30d > 0), 0)
             as active_user_sessions_30d,
         coalesce(
-            sum(coalesce(user_features.features_30d, 0)) filter (
+            sum(user_windows.mask_features_30d + coalesce(other_features.features, 0)) filter (
                 where user_windows.active_days_30d > 0
             ),
             0
-        ) as active_user_features_30d
+        ) as active_user_features_30d,
+        -- every session started in [D-30, D), whoever started it
+        coalesce(sum(user_windows.sessions_30d), 0) as sessions_30d,
+        coalesce(sum(user_windows.desktop_sessions_30d), 0) as desktop_sessions_30d,
+        coalesce(sum(user_windows.mobile_sessions_30d), 0) as mobile_sessions_30d,
+        coalesce(sum(user_windows.session_seconds_30d), 0) as session_seconds_30d
     from user_windows
     cross join params
-    left join user_features on user_windows.user_id = user_features.user_id
-),
-
-sessions_agg as (
-    -- every session started in [D-30, D), whoever started it
-    select
-        coalesce(sum(activity.sessions), 0) as sessions_30d,
-        coalesce(sum(activity.desktop_sessions), 0) as desktop_sessions_30d,
-        coalesce(sum(activity.mobile_sessions), 0) as mobile_sessions_30d,
-        coalesce(sum(activity.session_seconds), 0) as session_seconds_30d
-    from activity
-    cross join params
-    where activity.activity_date >= params.d_30
+    left join other_features on user_windows.user_id = other_features.user_id
 ),
 
 final as (
@@ -118,7 +111,7 @@ final as (
             users_agg.weekly_active_users::numeric / nullif(users_agg.monthly_active_users, 0), 4
         ) as wau_mau_ratio,
         round(
-            sessions_agg.session_seconds_30d::numeric / nullif(sessions_agg.sessions_30d, 0), 2
+            users_agg.session_seconds_30d::numeric / nullif(users_agg.sessions_30d, 0), 2
         ) as avg_session_duration,
         round(
             users_agg.active_user_sessions_30d::numeric / nullif(users_agg.monthly_active_users, 0),
@@ -131,15 +124,14 @@ final as (
         users_agg.power_users,
         round(100.0 * users_agg.power_users / nullif(users_agg.monthly_active_users, 0), 2)
             as power_user_percentage,
-        round(100.0 * sessions_agg.desktop_sessions_30d / nullif(sessions_agg.sessions_30d, 0), 2)
+        round(100.0 * users_agg.desktop_sessions_30d / nullif(users_agg.sessions_30d, 0), 2)
             as desktop_usage_pct,
-        round(100.0 * sessions_agg.mobile_sessions_30d / nullif(sessions_agg.sessions_30d, 0), 2)
+        round(100.0 * users_agg.mobile_sessions_30d / nullif(users_agg.sessions_30d, 0), 2)
             as mobile_usage_pct,
         round(users_agg.retained_users::numeric / nullif(users_agg.prior_active_users, 0), 4)
             as avg_30d_retention_rate
     from params
     cross join users_agg
-    cross join sessions_agg
 )
 
 select * from final

@@ -112,8 +112,9 @@ def run_dates(domains, dates: list[date], log_path, per_date: bool = False) -> l
         for first, last in runs:
             n += 1
             t = time.monotonic()
+            # every param named: dag.test() keeps a run's conf in the DAG object for the next run
             conf = dict(fresh, **({"metric_date": first.isoformat(), "end_date": last.isoformat()}
-                                  if last != first else {}))
+                                  if last != first else {"metric_date": None, "end_date": None}))
             with _output_to(log_path):
                 state = _run_dag(dagbag, domain.table, last, conf)
             label = f"{first}" if first == last else f"{first}..{last}"

@@ -135,6 +135,12 @@ class StateSpec:
     def sql(self) -> str:
         return f"state/{self.name}/build.sql"
 
+    def definition_hash(self) -> str:
+        h = hashlib.sha256()
+        for part in ("table.sql", "build.sql"):
+            h.update((SQL_DIR / "state" / self.name / part).read_bytes())
+        return h.hexdigest()[:16]
+
 
 def states() -> dict[str, StateSpec]:
     return {p.name: StateSpec(p.name) for p in sorted((SQL_DIR / "state").iterdir())
@@ -254,7 +260,9 @@ def late_statements() -> list[str]:
 
 def schema_hash() -> str:
     h = hashlib.sha256()
-    for part in [*schema_statements(), repr(catalog.catalog_rows()), *late_statements()]:
+    # a state's build SQL too: a state built by other SQL is dropped and rebuilt (migrate)
+    for part in [*schema_statements(), repr(catalog.catalog_rows()), *late_statements(),
+                 *(spec.definition_hash() for spec in states().values())]:
         h.update(part.encode())
     return h.hexdigest()[:16]
 
@@ -278,6 +286,25 @@ def ensure_schema(conn) -> bool:
     return True
 
 
+def _drop_redefined_states(cur) -> None:
+    """A state whose table or build SQL changed since it was built is derived data in an old
+    shape: drop it and forget its days (the next runs rebuild the days they read)."""
+    cur.execute("select to_regclass('metrics_ops.state_definitions') is not null")
+    known = {}
+    if cur.fetchone()[0]:
+        cur.execute("select state, definition_hash from metrics_ops.state_definitions")
+        known = dict(cur.fetchall())
+    for name, spec in states().items():
+        cur.execute("select to_regclass(%s) is not null", (spec.table,))
+        if cur.fetchone()[0] and known.get(name) != spec.definition_hash():
+            log.warning("state %s: its definition changed; dropped, its days are rebuilt as runs need them",
+                        name)
+            cur.execute(f"drop table {spec.table}")
+            cur.execute("select to_regclass('metrics_ops.state_days') is not null")
+            if cur.fetchone()[0]:
+                cur.execute("delete from metrics_ops.state_days where state = %s", (name,))
+
+
 def migrate(conn) -> str:
     """Create the layer's schemas, bookkeeping, state and every registry table (new registry
     metrics become new columns), refresh entity.metrics_catalog, grant the read-only role, and
@@ -296,8 +323,14 @@ def migrate(conn) -> str:
                         (f"{STAGING_SCHEMA}.{domain.table}", STAGING_SCHEMA, domain.table))
             if cur.fetchone()[0]:
                 cur.execute(f"drop table {STAGING_SCHEMA}.{domain.table}")
+        _drop_redefined_states(cur)
         for stmt in schema_statements():
             cur.execute(stmt)
+        cur.execute(
+            "insert into metrics_ops.state_definitions (state, definition_hash, applied_at) "
+            "select s, h, now() from unnest(%s::text[], %s::text[]) as t (s, h) on conflict (state) "
+            "do update set definition_hash = excluded.definition_hash, applied_at = excluded.applied_at",
+            (list(states()), [spec.definition_hash() for spec in states().values()]))
         catalog.sync_catalog(cur)
         # reader views, then the read-only BI role (without CREATEROLE its DO block only notices)
         for stmt in late_statements():

@@ -54,8 +54,13 @@ def source_step(domain: Domain, days: list[date], run_id: str | None,
 
 def build_step(domain: Domain, dates: list[date], run_id: str | None,
                conn_id: str = pipeline.WAREHOUSE_CONN_ID) -> int:
-    """Compute each metric_date into the run's slice of metrics_staging; returns the rows."""
-    return sum(pipeline.run(pipeline.build_staging, domain, d, run_id, conn_id=conn_id) for d in dates)
+    """Compute each metric_date into the run's slice of metrics_staging, on one connection (a
+    transient error rebuilds them all: each build replaces its slice); returns the rows."""
+
+    def step(conn):
+        return sum(pipeline.build_staging(conn, domain, d, run_id) for d in dates)
+
+    return pipeline.run(step, conn_id=conn_id)
 
 
 def overview_step(run_id: str, forced: list[date], context=None,

@@ -4,6 +4,7 @@ time). Suites are plain JSON under include/expectations/."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -213,7 +214,7 @@ def _check_result(domain: Domain, res) -> tuple[CheckResult, list]:
 
 
 def _name_entities(domain: Domain, results: list[tuple[CheckResult, list]], relation: str, where: str,
-                   conn_id: str) -> None:
+                   conn_id: str, conn=None) -> None:
     """Fill each failed result's `entity` with the names of its offending entities (the
     domain's name column, else the id), or with its first offending rows."""
     from metrics_layer import pipeline
@@ -221,7 +222,8 @@ def _name_entities(domain: Domain, results: list[tuple[CheckResult, list]], rela
     wanted = sorted({i for r, ids in results if not r.success for i in ids}, key=str)
     names: dict = {}
     if wanted and domain.name_column:
-        with pipeline.connect(conn_id) as conn, conn.cursor() as cur:
+        with (contextlib.nullcontext(conn) if conn is not None else pipeline.connect(conn_id)) as c, \
+                c.cursor() as cur:
             cur.execute(f"select {domain.id_column}, {domain.name_column} from {relation} "  # noqa: S608
                         f"where {where} and {domain.id_column} = any(%s)", (wanted,))
             names = dict(cur.fetchall())
@@ -244,13 +246,13 @@ def quiet_gx_logging() -> None:
 
 def validate_day(domain: Domain, metric_date: date, run_id: str | None = None,
                  conn_id: str = "metrics_warehouse", schema: str = "metrics_staging",
-                 engine: str | None = None) -> ValidationSummary:
+                 engine: str | None = None, conn=None) -> ValidationSummary:
     """Run the domain's suite on the run's staged slice of `metric_date` (in <schema>.<table>;
     `schema="entity"` validates a published day instead).
 
     engine: "sql" evaluates the suite in one PostgreSQL statement (metrics_layer.suite_sql, the
     default whenever the suite compiles), "gx" runs it through Great Expectations; the default
-    comes from METRICS_VALIDATION_ENGINE (sql)."""
+    comes from METRICS_VALIDATION_ENGINE (sql). `conn`: an open connection to use (SQL engine)."""
     from metrics_layer import pipeline, suite_sql
 
     started = time.monotonic()
@@ -263,13 +265,13 @@ def validate_day(domain: Domain, metric_date: date, run_id: str | None = None,
     engine = engine or os.environ.get("METRICS_VALIDATION_ENGINE", "sql")
     compiled = suite_sql.compile_suite(domain, suite, relation, where) if engine == "sql" else None
     if compiled is not None:
-        with pipeline.connect(conn_id) as conn:
-            results = suite_sql.evaluate(conn, compiled)
+        with contextlib.nullcontext(conn) if conn is not None else pipeline.connect(conn_id) as c:
+            results = suite_sql.evaluate(c, compiled)
     else:
         engine = "gx"
         results = _gx_results(domain, suite, relation, where, conn_id)
     pairs = [_check_result(domain, r) for r in results]
-    _name_entities(domain, pairs, relation, where, conn_id)
+    _name_entities(domain, pairs, relation, where, conn_id, conn)
     summary = ValidationSummary(domain.table, metric_date, len(results), results=[r for r, _ in pairs])
     log.info("%s (%s, %.2fs)", summary.describe(), engine, time.monotonic() - started)
     return summary
@@ -304,21 +306,24 @@ def validate_dates(domain: Domain, dates: list[date], run_id: str | None,
     from metrics_layer import pipeline
     from metrics_layer.errors import ValidationFailed
 
-    failed, warnings = [], []
     stage = pipeline.stage_key(run_id)
-    for d in dates:
-        for attempt in pipeline.transient_retrying("validate"):
-            with attempt:
-                summary = validate_day(domain, d, run_id, conn_id)
-        anomalies = pipeline.run(checks.anomaly_checks, domain, d, stage, conn_id=conn_id)
-        summary.results += anomalies
-        summary.evaluated += len(anomalies)
 
-        def record(conn, d=d, summary=summary):
+    def check(conn) -> list[ValidationSummary]:
+        # one connection for every date of the run (a range run validates many); a transient
+        # error retries them all: recording replaces what an earlier try stored
+        summaries = []
+        for d in dates:
+            summary = validate_day(domain, d, run_id, conn_id, conn=conn)
+            anomalies = checks.anomaly_checks(conn, domain, d, stage)
+            summary.results += anomalies
+            summary.evaluated += len(anomalies)
             checks.record(conn, domain, dag_id or domain.table, run_id, d, summary.results)
             pipeline.record_validation(conn, domain, d, run_id, summary)
+            summaries.append(summary)
+        return summaries
 
-        pipeline.run(record, conn_id=conn_id)
+    failed, warnings = [], []
+    for summary in pipeline.run(check, conn_id=conn_id):
         warnings += [r for r in summary.results if not r.success and not r.blocking]
         if not summary.success:
             failed.append(summary.describe())

@@ -4,7 +4,7 @@
 -- The caller deletes the same days first, in the same transaction.
 insert into metrics_state.user_activity_daily (
     activity_date, user_id, customer_id, events, sessions, desktop_sessions, mobile_sessions,
-    session_seconds, feature_ids
+    session_seconds, feature_mask, other_feature_ids
 )
 
 with
@@ -14,9 +14,12 @@ events as (
         user_id,
         occurred_at::date as activity_date,
         count(*) as events,
+        -- bit n set for feature n in 0..63: a window's distinct features are the OR of its days
+        coalesce(bit_or(1::bigint << feature_id) filter (where feature_id between 0 and 63), 0)
+            as feature_mask,
         coalesce(
-            array_agg(distinct feature_id) filter (where feature_id is not null), '{}'
-        ) as feature_ids
+            array_agg(distinct feature_id) filter (where feature_id not between 0 and 63), '{}'
+        ) as other_feature_ids
     from {{ source_schema }}.product_events
     -- the range predicate lets the index on occurred_at prune; the day list keeps gaps out
     where
@@ -52,7 +55,8 @@ final as (
         coalesce(sessions.desktop_sessions, 0) as desktop_sessions,
         coalesce(sessions.mobile_sessions, 0) as mobile_sessions,
         coalesce(sessions.session_seconds, 0) as session_seconds,
-        coalesce(events.feature_ids, '{}') as feature_ids
+        coalesce(events.feature_mask, 0) as feature_mask,
+        coalesce(events.other_feature_ids, '{}') as other_feature_ids
     from events
     full outer join sessions
         on events.user_id = sessions.user_id and events.activity_date = sessions.activity_date

@@ -11,7 +11,10 @@ create table if not exists metrics_state.user_activity_daily (
     desktop_sessions integer not null,
     mobile_sessions integer not null,
     session_seconds bigint not null,
-    feature_ids integer[] not null,   -- distinct features touched that day
+    -- the distinct features touched that day: ids 0..63 as bits of feature_mask (bit n = feature
+    -- n; windows OR them together), any other id in other_feature_ids (normally empty)
+    feature_mask bigint not null,
+    other_feature_ids integer[] not null,
     primary key (activity_date, user_id)
 );
 create index if not exists user_activity_daily_customer_idx

@@ -208,7 +208,7 @@ def p4_parse() -> dict:
     _airflow_home(env)
     out = subprocess.run([sys.executable, "-m", "airflow", "dags", "report", "-o", "json"], env=env,
                          capture_output=True, text=True, check=True).stdout
-    report = json.loads(out[out.index("["):])
+    report = json.loads(next(line for line in out.splitlines() if line.startswith("[{")))
 
     def seconds(s: str) -> float:
         h, m, sec = s.split(":")
@@ -220,10 +220,14 @@ def p4_parse() -> dict:
 
 def p6_latency(wh: Warehouse, repeat: int) -> dict:
     queries = {p.stem: p.read_text().split("\n", 1)[1] for p in sorted((ROOT / "docs" / "guide_queries").glob("*.sql"))}
-    queries["dashboard_metric_trend_90d"] = (
-        "select metric_date, sum(metric_value) as value, sum(value_7d_ago) as value_7d_ago, "
-        "sum(value_1y_ago) as value_1y_ago from entity.metrics_api where domain = 'customer_success' "
-        "and metric_name = 'current_mrr' and metric_date >= current_date - 90 group by 1 order by 1")
+    # a customer's page: one entity's tier-1 metrics over 90 days with their comparisons
+    queries["dashboard_one_customer_90d"] = (
+        "select metric_date, metric_name, metric_value, value_7d_ago, pct_change_7d, value_1y_ago, "
+        "pct_change_1y from entity.metrics_api where domain = 'customer_success' and entity_id = "
+        "(select min(entity_id) from entity.metrics_api where domain = 'customer_success' "
+        "and metric_date = current_date) and importance_tier = 'tier_1' "
+        "and metric_date >= current_date - 90 order by metric_name, metric_date")
+    # the at-risk list: today's biggest health drops week over week
     queries["dashboard_top_movers_today"] = (
         "select entity_name, metric_value, value_7d_ago, pct_change_7d from entity.metrics_api "
         "where domain = 'customer_success' and metric_name = 'customer_health_score' "
@@ -305,6 +309,12 @@ def main() -> None:
               "postgres": {"version": pg, "settings": SETTINGS}, "scale": args.scale,
               "days": args.days, "short_days": args.short_days, "figures": {}, "timings": {}}
     fig, tim = result["figures"], result["timings"]
+    RESULTS.mkdir(parents=True, exist_ok=True)
+
+    def save(final: bool = False) -> None:
+        """Write what is measured so far (a crash late in a long run keeps the early figures)."""
+        result["complete"] = final
+        Path(args.out).write_text(json.dumps(result, indent=2, default=str) + "\n")
 
     log(f"SCALE={args.scale}: seeding {args.days} days (long) and {args.short_days} days (short)")
     seeded = seed(long_wh, args.scale, args.days, args.reuse)
@@ -334,8 +344,10 @@ def main() -> None:
                         identical_output=identical,
                         rows_compared={t: v[0] for t, v in single_sums.items()})
     log(f"P3 = {t_range:.1f}s / {t_single:.1f}s = {t_range / t_single:.3f}; identical output: {identical}")
+    save()
 
     # daily runs on 90 days of history (short) and DAYS of history (long)
+    daily_run(short_wh, today, f"scheduled__{today}_warm")  # untimed: caches, a pending migration
     runs_short = [daily_run(short_wh, today, f"scheduled__{today}_{i}") for i in range(args.repeat)]
     log(f"daily run, {args.short_days} days of history: {statistics.median(runs_short):.2f}s")
     log(f"history: {args.days - 1} dates through the range path on the long warehouse")
@@ -343,6 +355,7 @@ def main() -> None:
     if not (args.reuse and _has_history(long_wh, long_dates)):
         long_wh.reset_layer()
         tim["history_build_seconds"] = round(backfill(long_wh, long_dates, per_date=False), 1)
+    daily_run(long_wh, today, f"scheduled__{today}_warm")  # untimed, as on the short warehouse
     runs_long, steps = [], []
     for i in range(args.repeat):
         t: dict = {}
@@ -366,6 +379,7 @@ def main() -> None:
                         "daily run / the same day computed naively", daily_seconds=round(daily, 2),
                         naive_seconds=round(naive["seconds"], 1), naive=naive["parts"])
     log(f"P1 = {daily:.2f}s / {naive['seconds']:.1f}s = {ratio:.3f}")
+    save()
 
     p5 = {}
     for name, s in step.items():
@@ -400,10 +414,12 @@ def main() -> None:
 
     result["total_seconds"] = round(time.perf_counter() - started, 1)
     result["self_peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(result, indent=2, default=str)
-    Path(args.out).write_text(text + "\n")
-    (RESULTS / f"{today}-scale{args.scale:g}.json").write_text(text + "\n")
+    with long_wh.connect() as conn:
+        result["data"]["database_size_gb"] = {
+            wh.name: round(conn.execute("select pg_database_size(%s)", (wh.name,)).fetchone()[0] / 2**30, 2)
+            for wh in (long_wh, short_wh)}
+    save(final=True)
+    (RESULTS / f"{today}-scale{args.scale:g}.json").write_text(Path(args.out).read_text())
     print()
     for key in sorted(fig):
         f = fig[key]

@@ -1,13 +1,11 @@
 -- entity.metrics_api rows of one domain for the metric_dates in `dates` (the caller deletes them
 -- first, in the same transaction). Reads metrics_unified_domains (values, comparisons) and
 -- entity.metrics_catalog (direction, additive). The rules are in sql/ops/30_metrics_api.sql.
--- The comparisons are window functions over each (entity, metric) series of the dates in
--- `series_dates` (the dates to build and every date they compare with, read by the primary
--- key), one frame per offset: `range between interval '7 days' preceding and interval '7 days'
--- preceding` holds exactly the row of metric_date - 7 (none: NULL), and '1 month' / '1 year' are
--- PostgreSQL's date - interval (March 31 -> February 28/29). One sort, no join for the planner
--- to get wrong: as five lookups, a freshly loaded table's statistics once made it scan every
--- entity of a metric for each lookup (12 s for one day of 14,000 values).
+-- Each comparison also names, as a constant list (`dates_1d` ... `dates_364d`), the dates it can
+-- point at: the planner then reads those days only, whatever its statistics say (on a freshly
+-- loaded table it once hashed the domain's whole history five times). Measured against one
+-- window function over each (entity, metric) series with offset frames: these joins take half
+-- the time (0.4 s against 1.1 s for a day of 148,000 values, 3.2 s against 7.4 s for 90 days).
 insert into entity.metrics_api (
     metric_date, domain, entity_type, entity_id, entity_name, metric_name, metric_value, unit,
     importance_tier, direction,
@@ -20,52 +18,29 @@ insert into entity.metrics_api (
 
 with
 
-series as (
-    select
-        u.*,
-        first_value(u.metric_value) over (
-            w range between interval '1 day' preceding and interval '1 day' preceding
-        ) as value_1d_ago,
-        first_value(u.metric_value) over (
-            w range between interval '7 days' preceding and interval '7 days' preceding
-        ) as value_7d_ago,
-        -- minus one month clamps to the month's last day: March 31 -> February 28 (29)
-        first_value(u.metric_value) over (
-            w range between interval '1 month' preceding and interval '1 month' preceding
-        ) as value_1m_ago,
-        -- February 29 -> February 28
-        first_value(u.metric_value) over (
-            w range between interval '1 year' preceding and interval '1 year' preceding
-        ) as value_1y_ago,
-        -- the same weekday a year before
-        first_value(u.metric_value) over (
-            w range between interval '364 days' preceding and interval '364 days' preceding
-        ) as value_364d_ago
-    from entity.metrics_unified_domains as u
-    where
-        u.domain = {{ param('domain') }}
-        and u.metric_date = any({{ param('series_dates') }}::date[])
-    window w as (partition by u.entity_id, u.metric_name order by u.metric_date)
-),
-
 target as (
     select
-        s.*,
+        u.*,
         c.direction,
         c.additive,
-        s.metric_date - 1 as last_day,
-        date_trunc('month', s.metric_date - 1)::date as month_start,
-        date_trunc('quarter', s.metric_date - 1)::date as quarter_start,
-        date_trunc('year', s.metric_date - 1)::date as year_start
-    from series as s
+        u.metric_date - 1 as last_day,
+        date_trunc('month', u.metric_date - 1)::date as month_start,
+        date_trunc('quarter', u.metric_date - 1)::date as quarter_start,
+        date_trunc('year', u.metric_date - 1)::date as year_start
+    from entity.metrics_unified_domains as u
     inner join entity.metrics_catalog as c
-        on s.domain = c.domain and s.metric_name = c.metric_name
-    where s.metric_date = any({{ param('dates') }}::date[])
+        on u.domain = c.domain and u.metric_name = c.metric_name
+    where u.domain = {{ param('domain') }} and u.metric_date = any({{ param('dates') }}::date[])
 ),
 
 compared as (
     select
         t.*,
+        d1.metric_value as value_1d_ago,
+        d7.metric_value as value_7d_ago,
+        m1.metric_value as value_1m_ago,
+        y1.metric_value as value_1y_ago,
+        w52.metric_value as value_364d_ago,
         ptd.mtd_total,
         ptd.qtd_total,
         ptd.ytd_total,
@@ -73,6 +48,34 @@ compared as (
         prior.prior_qtd_total,
         prior.prior_ytd_total
     from target as t
+    left join entity.metrics_unified_domains as d1
+        on
+            t.metric_date - 1 = d1.metric_date and t.domain = d1.domain
+            and t.entity_id = d1.entity_id and t.metric_name = d1.metric_name
+            and d1.metric_date = any({{ param('dates_1d') }}::date[])
+    left join entity.metrics_unified_domains as d7
+        on
+            t.metric_date - 7 = d7.metric_date and t.domain = d7.domain
+            and t.entity_id = d7.entity_id and t.metric_name = d7.metric_name
+            and d7.metric_date = any({{ param('dates_7d') }}::date[])
+    -- minus one month clamps to the month's last day: March 31 -> February 28 (29)
+    left join entity.metrics_unified_domains as m1
+        on
+            (t.metric_date - interval '1 month')::date = m1.metric_date and t.domain = m1.domain
+            and t.entity_id = m1.entity_id and t.metric_name = m1.metric_name
+            and m1.metric_date = any({{ param('dates_1m') }}::date[])
+    -- February 29 -> February 28
+    left join entity.metrics_unified_domains as y1
+        on
+            (t.metric_date - interval '1 year')::date = y1.metric_date and t.domain = y1.domain
+            and t.entity_id = y1.entity_id and t.metric_name = y1.metric_name
+            and y1.metric_date = any({{ param('dates_1y') }}::date[])
+    -- the same weekday a year before
+    left join entity.metrics_unified_domains as w52
+        on
+            t.metric_date - 364 = w52.metric_date and t.domain = w52.domain
+            and t.entity_id = w52.entity_id and t.metric_name = w52.metric_name
+            and w52.metric_date = any({{ param('dates_364d') }}::date[])
     -- period to date, additive metrics only: the value of metric_date X covers day X-1
     left join lateral (
         select

@@ -13,5 +13,10 @@ create table if not exists entity.metrics_unified_domains (
     unit text not null,
     primary key (metric_date, domain, entity_id, metric_name)
 );
-create index if not exists metrics_unified_domains_metric_idx
-on entity.metrics_unified_domains (domain, metric_name, metric_date);
+-- one metric over time (dashboards); entity_id last, so that a lookup of one value (metrics_api's
+-- comparisons: all four key columns equal) through this index is exact too: with
+-- (domain, metric_name, metric_date) alone the planner, misjudging a day's rows, read every
+-- entity of the metric for each lookup (2.5 s instead of 0.2 s for one day at SCALE=1)
+drop index if exists entity.metrics_unified_domains_metric_idx;
+create index if not exists metrics_unified_domains_metric_entity_idx
+on entity.metrics_unified_domains (domain, metric_name, metric_date, entity_id);

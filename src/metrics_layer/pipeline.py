@@ -858,13 +858,13 @@ def build_api(cur, domain: Domain, changed: list[date], run_id: str | None = Non
         return []
     cur.execute("delete from entity.metrics_api where domain = %s and metric_date = any(%s)",
                 (domain.name, dates))
-    # the dates to build and every date their comparisons read
-    cur.execute("select array_agg(distinct x) from unnest(%s::date[]) as d cross join lateral (values (d), "
-                "(d - 1), (d - 7), ((d - interval '1 month')::date), ((d - interval '1 year')::date), "
-                "(d - 364)) as v (x)", (dates,))
-    series = cur.fetchone()[0]
-    cur.execute(sqlrender.render("api/metrics_api.sql"),
-                {"domain": domain.name, "dates": dates, "series_dates": series})
+    # the dates each comparison of `dates` points at
+    cur.execute("select array_agg(distinct d - 1), array_agg(distinct d - 7), "
+                "array_agg(distinct (d - interval '1 month')::date), "
+                "array_agg(distinct (d - interval '1 year')::date), array_agg(distinct d - 364) "
+                "from unnest(%s::date[]) as d", (dates,))
+    shifted = dict(zip(("dates_1d", "dates_7d", "dates_1m", "dates_1y", "dates_364d"), cur.fetchone(), strict=True))
+    cur.execute(sqlrender.render("api/metrics_api.sql"), {"domain": domain.name, "dates": dates, **shifted})
     analyze_if_grown(cur, "entity.metrics_api", cur.rowcount)
     cur.execute(
         """

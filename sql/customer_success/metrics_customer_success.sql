@@ -69,7 +69,8 @@ activity as (
             uad.user_id,
             count(*) filter (where uad.events > 0) as active_days,
             count(*) filter (where uad.events > 0 and uad.activity_date >= params.d_7) as active_days_7d,
-            bit_or(uad.feature_mask) as feature_mask
+            bit_or(uad.feature_mask) as feature_mask,
+            bool_or(cardinality(uad.other_feature_ids) > 0) as has_other_features
         from metrics_state.user_activity_daily as uad
         cross join params
         where uad.activity_date >= params.d_30 and uad.activity_date < params.d
@@ -90,6 +91,11 @@ other_features_used as (
     where
         uad.activity_date >= params.d_30 and uad.activity_date < params.d
         and cardinality(uad.other_feature_ids) > 0
+        -- a one-time test: the state is read again only when some user has such a feature
+        and exists (
+            select 1 from activity
+            where activity.has_other_features
+        )
 ),
 
 core_features as (

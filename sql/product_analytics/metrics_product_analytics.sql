@@ -44,7 +44,8 @@ user_windows as (
         coalesce(
             bit_count((bit_or(uad.feature_mask) filter (where uad.activity_date >= params.d_30))::bit(64)),
             0
-        ) as mask_features_30d
+        ) as mask_features_30d,
+        bool_or(cardinality(uad.other_feature_ids) > 0) as has_other_features
     from metrics_state.user_activity_daily as uad
     cross join params
     where uad.activity_date >= params.d_60 and uad.activity_date < params.d
@@ -62,6 +63,11 @@ other_features as (
     where
         uad.activity_date >= params.d_30 and uad.activity_date < params.d
         and cardinality(uad.other_feature_ids) > 0
+        -- a one-time test: the state is read again only when some user has such a feature
+        and exists (
+            select 1 from user_windows
+            where user_windows.has_other_features
+        )
     group by uad.user_id
 ),
 

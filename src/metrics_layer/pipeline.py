@@ -39,6 +39,8 @@ UNIFIED_TABLE = "metrics_unified_domains"
 SEARCH_PATH = '"$user", public, entity'
 # abandoned staged slices (a run killed for good) are swept after this long
 STAGE_TTL = timedelta(days=2)
+# metrics_api is rebuilt by statements of at most this many dates
+API_CHUNK_DAYS = 31
 
 
 def session_settings() -> dict[str, str]:
@@ -858,14 +860,19 @@ def build_api(cur, domain: Domain, changed: list[date], run_id: str | None = Non
         return []
     cur.execute("delete from entity.metrics_api where domain = %s and metric_date = any(%s)",
                 (domain.name, dates))
-    # the dates each comparison of `dates` points at
-    cur.execute("select array_agg(distinct d - 1), array_agg(distinct d - 7), "
-                "array_agg(distinct (d - interval '1 month')::date), "
-                "array_agg(distinct (d - interval '1 year')::date), array_agg(distinct d - 364) "
-                "from unnest(%s::date[]) as d", (dates,))
-    shifted = dict(zip(("dates_1d", "dates_7d", "dates_1m", "dates_1y", "dates_364d"), cur.fetchone(), strict=True))
-    cur.execute(sqlrender.render("api/metrics_api.sql"), {"domain": domain.name, "dates": dates, **shifted})
-    analyze_if_grown(cur, "entity.metrics_api", cur.rowcount)
+    rows = 0
+    # a month of dates a statement: a year's rebuild hashes a month of comparisons at a time
+    for chunk in (dates[i:i + API_CHUNK_DAYS] for i in range(0, len(dates), API_CHUNK_DAYS)):
+        # the dates each comparison of `chunk` points at
+        cur.execute("select array_agg(distinct d - 1), array_agg(distinct d - 7), "
+                    "array_agg(distinct (d - interval '1 month')::date), "
+                    "array_agg(distinct (d - interval '1 year')::date), array_agg(distinct d - 364) "
+                    "from unnest(%s::date[]) as d", (chunk,))
+        shifted = dict(zip(("dates_1d", "dates_7d", "dates_1m", "dates_1y", "dates_364d"), cur.fetchone(),
+                           strict=True))
+        cur.execute(sqlrender.render("api/metrics_api.sql"), {"domain": domain.name, "dates": chunk, **shifted})
+        rows += cur.rowcount
+    analyze_if_grown(cur, "entity.metrics_api", rows)
     cur.execute(
         """
         insert into metrics_ops.api_slices (domain, metric_date, built_at, run_id, row_count)

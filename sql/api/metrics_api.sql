@@ -1,11 +1,14 @@
 -- entity.metrics_api rows of one domain for the metric_dates in `dates` (the caller deletes them
--- first, in the same transaction). Reads metrics_unified_domains (values, comparisons) and
--- entity.metrics_catalog (direction, additive). The rules are in sql/ops/30_metrics_api.sql.
--- Each comparison also names, as a constant list (`dates_1d` ... `dates_364d`), the dates it can
--- point at: the planner then reads those days only, whatever its statistics say (on a freshly
--- loaded table it once hashed the domain's whole history five times). Measured against one
--- window function over each (entity, metric) series with offset frames: these joins take half
--- the time (0.4 s against 1.1 s for a day of 148,000 values, 3.2 s against 7.4 s for 90 days).
+-- first, in the same transaction). The rules are in sql/ops/30_metrics_api.sql.
+-- Reads two temporary tables the caller fills and ANALYZEs just before (api/inputs.sql):
+-- api_target, the unified values of `dates` with their catalog facts, and api_prior, the unified
+-- values of every date a comparison of `dates` points at. Their statistics are exact, so every
+-- join below is planned on real row counts. Against entity.metrics_unified_domains directly, a
+-- day written since the last ANALYZE looked empty to the planner (with under 100 days of
+-- history every date is in the statistics' most-common list, and a new one is estimated at one
+-- row): one day of 148,000 values took from 0.4 s to six minutes depending on autovacuum's
+-- timing. Period-to-date totals (additive metrics only) still read the unified table, through
+-- its primary key, one entity and metric at a time.
 insert into entity.metrics_api (
     metric_date, domain, entity_type, entity_id, entity_name, metric_name, metric_value, unit,
     importance_tier, direction,
@@ -20,27 +23,53 @@ with
 
 target as (
     select
-        u.*,
-        c.direction,
-        c.additive,
-        u.metric_date - 1 as last_day,
-        date_trunc('month', u.metric_date - 1)::date as month_start,
-        date_trunc('quarter', u.metric_date - 1)::date as quarter_start,
-        date_trunc('year', u.metric_date - 1)::date as year_start
-    from entity.metrics_unified_domains as u
-    inner join entity.metrics_catalog as c
-        on u.domain = c.domain and u.metric_name = c.metric_name
-    where u.domain = {{ param('domain') }} and u.metric_date = any({{ param('dates') }}::date[])
+        t.*,
+        t.metric_date - 1 as last_day,
+        date_trunc('month', t.metric_date - 1)::date as month_start,
+        date_trunc('quarter', t.metric_date - 1)::date as quarter_start,
+        date_trunc('year', t.metric_date - 1)::date as year_start
+    from api_target as t
 ),
 
-compared as (
+priors as (
+    -- every earlier value a row compares with: each target row asks for its five comparison
+    -- dates (one key each, joined exactly on date, entity and metric), then one row per target
+    -- row again
     select
-        t.*,
-        d1.metric_value as value_1d_ago,
-        d7.metric_value as value_7d_ago,
-        m1.metric_value as value_1m_ago,
-        y1.metric_value as value_1y_ago,
-        w52.metric_value as value_364d_ago,
+        t.metric_date,
+        t.entity_id,
+        t.metric_name,
+        max(p.metric_value) filter (where k.comparison = '1d') as value_1d_ago,
+        max(p.metric_value) filter (where k.comparison = '7d') as value_7d_ago,
+        max(p.metric_value) filter (where k.comparison = '1m') as value_1m_ago,
+        max(p.metric_value) filter (where k.comparison = '1y') as value_1y_ago,
+        max(p.metric_value) filter (where k.comparison = '364d') as value_364d_ago
+    from api_target as t
+    cross join
+        lateral (
+            values
+            ('1d', t.metric_date - 1),
+            ('7d', t.metric_date - 7),
+            -- minus one month clamps to the month's last day: March 31 -> February 28 (29)
+            ('1m', (t.metric_date - interval '1 month')::date),
+            -- February 29 -> February 28
+            ('1y', (t.metric_date - interval '1 year')::date),
+            -- the same weekday a year before
+            ('364d', t.metric_date - 364)
+        ) as k (comparison, compared_date)
+    inner join api_prior as p
+        on
+            k.compared_date = p.metric_date and t.entity_id = p.entity_id
+            and t.metric_name = p.metric_name
+    group by t.metric_date, t.entity_id, t.metric_name
+),
+
+totals as (
+    -- period-to-date totals, for the additive metrics' rows only
+    select
+        t.metric_date,
+        t.entity_id,
+        t.metric_name,
         ptd.mtd_total,
         ptd.qtd_total,
         ptd.ytd_total,
@@ -48,34 +77,6 @@ compared as (
         prior.prior_qtd_total,
         prior.prior_ytd_total
     from target as t
-    left join entity.metrics_unified_domains as d1
-        on
-            t.metric_date - 1 = d1.metric_date and t.domain = d1.domain
-            and t.entity_id = d1.entity_id and t.metric_name = d1.metric_name
-            and d1.metric_date = any({{ param('dates_1d') }}::date[])
-    left join entity.metrics_unified_domains as d7
-        on
-            t.metric_date - 7 = d7.metric_date and t.domain = d7.domain
-            and t.entity_id = d7.entity_id and t.metric_name = d7.metric_name
-            and d7.metric_date = any({{ param('dates_7d') }}::date[])
-    -- minus one month clamps to the month's last day: March 31 -> February 28 (29)
-    left join entity.metrics_unified_domains as m1
-        on
-            (t.metric_date - interval '1 month')::date = m1.metric_date and t.domain = m1.domain
-            and t.entity_id = m1.entity_id and t.metric_name = m1.metric_name
-            and m1.metric_date = any({{ param('dates_1m') }}::date[])
-    -- February 29 -> February 28
-    left join entity.metrics_unified_domains as y1
-        on
-            (t.metric_date - interval '1 year')::date = y1.metric_date and t.domain = y1.domain
-            and t.entity_id = y1.entity_id and t.metric_name = y1.metric_name
-            and y1.metric_date = any({{ param('dates_1y') }}::date[])
-    -- the same weekday a year before
-    left join entity.metrics_unified_domains as w52
-        on
-            t.metric_date - 364 = w52.metric_date and t.domain = w52.domain
-            and t.entity_id = w52.entity_id and t.metric_name = w52.metric_name
-            and w52.metric_date = any({{ param('dates_364d') }}::date[])
     -- period to date, additive metrics only: the value of metric_date X covers day X-1
     left join lateral (
         select
@@ -83,10 +84,8 @@ compared as (
             sum(x.metric_value) filter (where x.metric_date - 1 >= t.quarter_start) as qtd_total,
             sum(x.metric_value) as ytd_total
         from entity.metrics_unified_domains as x
-        -- t.additive first: a one-time filter, so other metrics never scan their history
         where
-            t.additive
-            and x.domain = t.domain and x.metric_name = t.metric_name and x.entity_id = t.entity_id
+            x.domain = t.domain and x.metric_name = t.metric_name and x.entity_id = t.entity_id
             and x.metric_date - 1 >= t.year_start and x.metric_date <= t.metric_date
     ) as ptd on true
     -- the previous period through the same day (clamped to that period's month end)
@@ -105,11 +104,36 @@ compared as (
             ) as prior_ytd_total
         from entity.metrics_unified_domains as x
         where
-            t.additive
-            and x.domain = t.domain and x.metric_name = t.metric_name and x.entity_id = t.entity_id
+            x.domain = t.domain and x.metric_name = t.metric_name and x.entity_id = t.entity_id
             and x.metric_date - 1 >= (t.year_start - interval '1 year')::date
             and x.metric_date - 1 <= (t.last_day - interval '1 month')::date
     ) as prior on true
+    where t.additive
+),
+
+compared as (
+    select
+        t.*,
+        priors.value_1d_ago,
+        priors.value_7d_ago,
+        priors.value_1m_ago,
+        priors.value_1y_ago,
+        priors.value_364d_ago,
+        totals.mtd_total,
+        totals.qtd_total,
+        totals.ytd_total,
+        totals.prior_mtd_total,
+        totals.prior_qtd_total,
+        totals.prior_ytd_total
+    from target as t
+    left join priors
+        on
+            t.metric_date = priors.metric_date and t.entity_id = priors.entity_id
+            and t.metric_name = priors.metric_name
+    left join totals
+        on
+            t.metric_date = totals.metric_date and t.entity_id = totals.entity_id
+            and t.metric_name = totals.metric_name
 ),
 
 final as (

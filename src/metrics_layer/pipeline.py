@@ -864,20 +864,18 @@ def build_api(cur, domain: Domain, changed: list[date], run_id: str | None = Non
     # a month of dates a statement: a year's rebuild hashes a month of comparisons at a time
     for chunk in (dates[i:i + API_CHUNK_DAYS] for i in range(0, len(dates), API_CHUNK_DAYS)):
         # the dates each comparison of `chunk` points at
-        cur.execute("select array_agg(distinct d - 1), array_agg(distinct d - 7), "
-                    "array_agg(distinct (d - interval '1 month')::date), "
-                    "array_agg(distinct (d - interval '1 year')::date), array_agg(distinct d - 364) "
-                    "from unnest(%s::date[]) as d", (chunk,))
-        shifted = dict(zip(("dates_1d", "dates_7d", "dates_1m", "dates_1y", "dates_364d"), cur.fetchone(),
-                           strict=True))
-        # hash joins only: each comparison side is one list of days, so hashing it is linear,
-        # while a nested loop is quadratic when the newest days look empty to the planner
-        # (dates newer than the last ANALYZE are outside the statistics: estimated at one row,
-        # a day of 14,000 values took 69 s instead of 0.4 s)
-        cur.execute("select set_config('enable_nestloop', 'off', true)")
-        cur.execute(sqlrender.render("api/metrics_api.sql"), {"domain": domain.name, "dates": chunk, **shifted})
+        cur.execute("select array_agg(distinct x) from unnest(%s::date[]) as d cross join lateral "
+                    "(values (d - 1), (d - 7), ((d - interval '1 month')::date), "
+                    "((d - interval '1 year')::date), (d - 364)) as v (x)", (chunk,))
+        prior = cur.fetchone()[0]
+        # the inputs in two small temporary tables with exact statistics (see metrics_api.sql)
+        cur.execute("drop table if exists pg_temp.api_target, pg_temp.api_prior")
+        cur.execute(sqlrender.render("api/target.sql"), {"domain": domain.name, "dates": chunk})
+        cur.execute(sqlrender.render("api/prior.sql"), {"domain": domain.name, "prior_dates": prior})
+        cur.execute("analyze pg_temp.api_target, pg_temp.api_prior")
+        cur.execute(sqlrender.render("api/metrics_api.sql"))
         rows += cur.rowcount
-        cur.execute("select set_config('enable_nestloop', 'on', true)")
+        cur.execute("drop table pg_temp.api_target, pg_temp.api_prior")
     analyze_if_grown(cur, "entity.metrics_api", rows)
     cur.execute(
         """

@@ -320,11 +320,11 @@ def main() -> None:
     seeded = seed(long_wh, args.scale, args.days, args.reuse)
     seed(short_wh, args.scale, args.short_days, args.reuse)
     result["data"] = {"long": seeded["rows"]}
-    if not seeded["reused"]:
-        rate = sum(seeded["rows"].values()) / seeded["seconds"]
-        fig["P7"] = _figure(round(rate), f">= {GOALS['P7']:,}", rate >= GOALS["P7"], "rows/s",
-                            "synthetic data load rate", rows=sum(seeded["rows"].values()),
-                            seconds=round(seeded["seconds"], 1))
+    # with --reuse, the seed measured when the data was loaded (bench_meta keeps it)
+    rate = sum(seeded["rows"].values()) / seeded["seconds"]
+    fig["P7"] = _figure(round(rate), f">= {GOALS['P7']:,}", rate >= GOALS["P7"], "rows/s",
+                        "synthetic data load rate", rows=sum(seeded["rows"].values()),
+                        seconds=round(seeded["seconds"], 1), measured_in_this_run=not seeded["reused"])
 
     # P3: 90 single daily runs against one range run, from an empty layer each, same output
     # through today: the first date's window then holds one day of raw data (a window with none

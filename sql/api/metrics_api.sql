@@ -1,6 +1,6 @@
 -- entity.metrics_api rows of one domain for the metric_dates in `dates` (the caller deletes them
 -- first, in the same transaction). The rules are in sql/ops/30_metrics_api.sql.
--- Reads two temporary tables the caller fills and ANALYZEs just before (api/inputs.sql):
+-- Reads two temporary tables the caller fills and ANALYZEs just before (api/target.sql, api/prior.sql):
 -- api_target, the unified values of `dates` with their catalog facts, and api_prior, the unified
 -- values of every date a comparison of `dates` points at. Their statistics are exact, so every
 -- join below is planned on real row counts. Against entity.metrics_unified_domains directly, a

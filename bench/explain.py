@@ -1,0 +1,86 @@
+"""EXPLAIN (ANALYZE, BUFFERS) of the heaviest statements of a daily run, on the benchmark's data.
+
+Run after `make bench` (its server and its long warehouse, 365 days): `make bench-explain`.
+Each statement runs for real inside a transaction that is rolled back, so the warehouse is left
+as it was. The plans go to bench/results/explain-scale<s>.txt; docs/benchmarks.md quotes them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from datetime import timedelta
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+
+from bench import BENCH_DIR, RESULTS, SETTINGS, Warehouse  # noqa: E402
+
+from metrics_layer import local  # noqa: E402
+
+EXPLAIN = "explain (analyze, buffers, timing, costs off, summary) "
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--database", default="bench_long")
+    args = parser.parse_args()
+    server = local.embedded_server(pgdata=BENCH_DIR / "pgdata", settings=SETTINGS)
+    wh = Warehouse(server, args.database)
+    wh.use()
+    from metrics_layer import pipeline, sqlrender
+    from metrics_layer.dates import utc_today
+    from metrics_layer.registry import load_registry
+
+    with wh.connect() as conn:
+        meta = conn.execute("select meta from public.bench_meta where id = 1").fetchone()[0]
+    day = utc_today()
+    registry = {d.table: d for d in load_registry().values()}
+    out = [f"# {args.database}: SCALE={meta['scale']}, {meta['days']} days of history, metric_date {day}\n"]
+
+    def plan(conn, title: str, sql: str, params: dict) -> None:
+        rows = conn.execute(EXPLAIN + sql, params).fetchall()
+        out.append(f"\n## {title}\n\n" + "\n".join(r[0] for r in rows) + "\n")
+
+    with pipeline.connect() as conn:
+        conn.autocommit = False
+        conn.execute("set local time zone 'UTC'")
+        state = pipeline.states()["user_activity_daily"]
+        yesterday = day - timedelta(days=1)
+        conn.execute(f"delete from {state.table} where activity_date = %s", (yesterday,))  # noqa: S608
+        plan(conn, "state user_activity_daily: one day rebuilt (the daily run's state step)",
+             sqlrender.render(state.sql), {"days": [yesterday]})
+        conn.rollback()
+        for table in ("metrics_customer_success", "metrics_product_analytics", "metrics_sales"):
+            plan(conn, f"{table}: the build query of one metric_date",
+                 pipeline.build_select(registry[table]), {"metric_date": day})
+            conn.rollback()
+        # metrics_api for customer_success, one date: the inputs, then the insert
+        prior = [day - timedelta(days=n) for n in (1, 7, 364)]
+        prior += list(conn.execute("select (%(d)s::date - interval '1 month')::date, "
+                                   "(%(d)s::date - interval '1 year')::date", {"d": day}).fetchone())
+        conn.execute("delete from entity.metrics_api where domain = 'customer_success' and metric_date = %s",
+                     (day,))
+        plan(conn, "metrics_api inputs: api_target (customer_success, one date)",
+             sqlrender.render("api/target.sql"), {"domain": "customer_success", "dates": [day]})
+        plan(conn, "metrics_api inputs: api_prior (the five dates its comparisons point at)",
+             sqlrender.render("api/prior.sql"), {"domain": "customer_success", "prior_dates": sorted(set(prior))})
+        conn.execute("analyze pg_temp.api_target, pg_temp.api_prior")
+        plan(conn, "metrics_api: the insert of one customer_success date", sqlrender.render("api/metrics_api.sql"),
+             {})
+        conn.rollback()
+        queries = sorted((ROOT / "docs" / "guide_queries").glob("*.sql"))
+        for p in queries:
+            plan(conn, f"guide query {p.stem}", p.read_text().split("\n", 1)[1], {})
+            conn.rollback()
+
+    target = RESULTS / f"explain-scale{meta['scale']:g}.txt"
+    target.write_text("".join(out))
+    print(f"written to {target}")
+    print(json.dumps(meta))
+
+
+if __name__ == "__main__":
+    main()

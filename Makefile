@@ -19,7 +19,7 @@ export AIRFLOW__CORE__DAGS_FOLDER := $(CURDIR)/dags
 export AIRFLOW__CORE__PLUGINS_FOLDER := $(CURDIR)/plugins
 export AIRFLOW__CORE__LOAD_EXAMPLES := False
 
-.PHONY: venv demo test test-airflow lint dag run migrate seed warehouse bench bench-explain bench-indexes bench-growth catalog docs constraints clean \
+.PHONY: venv demo test test-airflow lint dag run migrate seed warehouse bench bench-explain catalog docs constraints clean \
 	superset test-superset superset-constraints
 
 $(STAMP): requirements.txt requirements-dev.txt constraints.txt pyproject.toml
@@ -85,16 +85,10 @@ docs: venv ## Great Expectations Data Docs of the last 7 published dates of ever
 
 BENCH_DAYS ?= 365
 bench: venv ## the whole daily job against the naive design and the targets: make bench SCALE=1 (bench/results/latest.json)
-	$(BIN)/python bench/bench.py --scale $(SCALE) --days $(BENCH_DAYS) $(if $(REUSE),--reuse)
+	$(BIN)/python bench/bench.py --scale $(SCALE) --days $(BENCH_DAYS) $(if $(REUSE),--reuse) $(if $(RESUME),--reuse --resume)
 
 bench-explain: venv ## after make bench: EXPLAIN (ANALYZE, BUFFERS) of the heaviest statements on its data
 	$(BIN)/python bench/explain.py
-
-bench-indexes: venv ## after make bench: BRIN vs btree on a time-ordered copy of the events
-	$(BIN)/python bench/brin.py
-
-bench-growth: venv ## one more SCALE's daily run and storage: make bench-growth GROWTH_SCALE=3
-	$(BIN)/python bench/growth.py --scale $(or $(GROWTH_SCALE),3)
 
 constraints: venv
 	$(BIN)/pip freeze --exclude-editable > constraints.txt

@@ -47,7 +47,7 @@ BENCH_DIR = local.LOCAL_DIR / "bench"
 # wal_level=minimal: a table loaded in the transaction that truncated it writes no WAL)
 SETTINGS = {
     "shared_buffers": "4GB", "effective_cache_size": "16GB", "work_mem": "64MB",
-    "maintenance_work_mem": "1GB", "max_wal_size": "16GB", "checkpoint_timeout": "30min",
+    "maintenance_work_mem": "1GB", "max_wal_size": "4GB", "checkpoint_timeout": "30min",
     "random_page_cost": "1.1", "wal_level": "minimal", "max_wal_senders": "0",
 }
 GOALS = {"P1": 0.1, "P1_seconds": 15.0, "P2": 1.2, "P3": 0.2, "P4_file": 0.3, "P4_all": 1.5,
@@ -294,6 +294,9 @@ def main() -> None:
     ap.add_argument("--queries", type=int, default=30, help="timed executions of each P6 query")
     ap.add_argument("--reuse", action="store_true", help="keep seeded data that matches")
     ap.add_argument("--out", default=str(RESULTS / "latest.json"))
+    ap.add_argument("--resume", action="store_true",
+                    help="with --reuse: keep P3 from an interrupted run's --out (same scale) and finish the "
+                         "long warehouse's history where it stopped")
     args = ap.parse_args()
 
     local.apply_airflow_env()
@@ -312,7 +315,7 @@ def main() -> None:
     result = {"generated_at": datetime.now(UTC).isoformat(timespec="seconds"), "machine": machine(),
               "postgres": {"version": pg, "settings": SETTINGS}, "scale": args.scale,
               "days": args.days, "short_days": args.short_days, "figures": {}, "timings": {}}
-    fig, tim = result["figures"], result["timings"]
+    fig = result["figures"]
     RESULTS.mkdir(parents=True, exist_ok=True)
 
     def save(final: bool = False) -> None:
@@ -334,6 +337,16 @@ def main() -> None:
     # through today: the first date's window then holds one day of raw data (a window with none
     # fails the product suite, rightly: no active user at all is not a valid day)
     dates = [today - timedelta(days=i) for i in range(args.backfill_days - 1, -1, -1)]
+    earlier = json.loads(Path(args.out).read_text()) if args.resume and Path(args.out).exists() else {}
+    if earlier.get("scale") == args.scale and "P3" in earlier.get("figures", {}):
+        fig["P3"] = dict(earlier["figures"]["P3"], measured_at=earlier["generated_at"])
+        log(f"P3 kept from the interrupted run of {earlier['generated_at']}")
+    else:
+        measure_p3(args, short_wh, dates, fig, save)
+    run_the_rest(args, result, long_wh, short_wh, today, started, save)
+
+
+def measure_p3(args, short_wh: Warehouse, dates: list[date], fig: dict, save) -> None:
     log(f"P3: {len(dates)} single daily runs on the short warehouse")
     short_wh.reset_layer()
     t_single = backfill(short_wh, dates, per_date=True)
@@ -350,13 +363,27 @@ def main() -> None:
     log(f"P3 = {t_range:.1f}s / {t_single:.1f}s = {t_range / t_single:.3f}; identical output: {identical}")
     save()
 
+
+def run_the_rest(args, result: dict, long_wh: Warehouse, short_wh: Warehouse, today: date, started: float,
+                 save) -> None:
+    from metrics_layer import runner
+
+    fig, tim = result["figures"], result["timings"]
+
     # daily runs on 90 days of history (short) and DAYS of history (long)
     daily_run(short_wh, today, f"scheduled__{today}_warm")  # untimed: caches, a pending migration
     runs_short = [daily_run(short_wh, today, f"scheduled__{today}_{i}") for i in range(args.repeat)]
     log(f"daily run, {args.short_days} days of history: {statistics.median(runs_short):.2f}s")
     log(f"history: {args.days - 1} dates through the range path on the long warehouse")
     long_dates = [today - timedelta(days=i) for i in range(args.days - 1, 0, -1)]
-    if not (args.reuse and _has_history(long_wh, long_dates)):
+    if args.resume and _has_history(long_wh, long_dates, "metrics_customer_success"):
+        # an interrupted history build: the domains are published, the fan-in rebuilds what is stale
+        log("  finishing the fan-in of the interrupted history build")
+        long_wh.use()
+        t = time.perf_counter()
+        runner.run_fan_in(f"fan_in__{long_dates[0]}_{long_dates[-1]}")
+        log(f"  fan-in: {time.perf_counter() - t:.1f}s")
+    elif not (args.reuse and _has_history(long_wh, long_dates)):
         long_wh.reset_layer()
         tim["history_build_seconds"] = round(backfill(long_wh, long_dates, per_date=False), 1)
     daily_run(long_wh, today, f"scheduled__{today}_warm")  # untimed, as on the short warehouse
@@ -431,13 +458,13 @@ def main() -> None:
     print(f"\nwritten to {args.out} ({result['total_seconds']:.0f}s)")
 
 
-def _has_history(wh: Warehouse, dates: list[date]) -> bool:
+def _has_history(wh: Warehouse, dates: list[date], target: str = "metrics_unified_domains") -> bool:
     with wh.connect() as conn:
         if conn.execute("select to_regclass('metrics_ops.publish_log')").fetchone()[0] is None:
             return False
         n = conn.execute("select count(distinct metric_date) from metrics_ops.publish_log "
-                         "where target = 'metrics_unified_domains' and metric_date = any(%s)",
-                         (dates,)).fetchone()[0]
+                         "where target = %s and metric_date = any(%s)",
+                         (target, dates)).fetchone()[0]
         return n == len(dates)
 
 

@@ -51,7 +51,7 @@ def main() -> None:
         yesterday = day - timedelta(days=1)
         conn.execute(f"delete from {state.table} where activity_date = %s", (yesterday,))  # noqa: S608
         plan(conn, "state user_activity_daily: one day rebuilt (the daily run's state step)",
-             sqlrender.render(state.sql), {"days": [yesterday]})
+             sqlrender.render(state.sql), {"days": [yesterday], "first_day": yesterday, "last_day": yesterday})
         conn.rollback()
         for table in ("metrics_customer_success", "metrics_product_analytics", "metrics_sales"):
             plan(conn, f"{table}: the build query of one metric_date",

@@ -46,7 +46,6 @@ def main() -> None:
 
     with pipeline.connect() as conn:
         conn.autocommit = False
-        conn.execute("set local time zone 'UTC'")
         state = pipeline.states()["user_activity_daily"]
         yesterday = day - timedelta(days=1)
         conn.execute(f"delete from {state.table} where activity_date = %s", (yesterday,))  # noqa: S608
@@ -58,15 +57,12 @@ def main() -> None:
                  pipeline.build_select(registry[table]), {"metric_date": day})
             conn.rollback()
         # metrics_api for customer_success, one date: the inputs, then the insert
-        prior = [day - timedelta(days=n) for n in (1, 7, 364)]
-        prior += list(conn.execute("select (%(d)s::date - interval '1 month')::date, "
-                                   "(%(d)s::date - interval '1 year')::date", {"d": day}).fetchone())
         conn.execute("delete from entity.metrics_api where domain = 'customer_success' and metric_date = %s",
                      (day,))
         plan(conn, "metrics_api inputs: api_target (customer_success, one date)",
              sqlrender.render("api/target.sql"), {"domain": "customer_success", "dates": [day]})
         plan(conn, "metrics_api inputs: api_prior (the five dates its comparisons point at)",
-             sqlrender.render("api/prior.sql"), {"domain": "customer_success", "prior_dates": sorted(set(prior))})
+             sqlrender.render("api/prior.sql"), {"domain": "customer_success", "dates": [day]})
         conn.execute("analyze pg_temp.api_target, pg_temp.api_prior")
         plan(conn, "metrics_api: the insert of one customer_success date", sqlrender.render("api/metrics_api.sql"),
              {})

@@ -863,15 +863,9 @@ def build_api(cur, domain: Domain, changed: list[date], run_id: str | None = Non
     rows = 0
     # a month of dates a statement: a year's rebuild hashes a month of comparisons at a time
     for chunk in (dates[i:i + API_CHUNK_DAYS] for i in range(0, len(dates), API_CHUNK_DAYS)):
-        # the dates each comparison of `chunk` points at
-        cur.execute("select array_agg(distinct x) from unnest(%s::date[]) as d cross join lateral "
-                    "(values (d - 1), (d - 7), ((d - interval '1 month')::date), "
-                    "((d - interval '1 year')::date), (d - 364)) as v (x)", (chunk,))
-        prior = cur.fetchone()[0]
         # the inputs in two small temporary tables with exact statistics (see metrics_api.sql)
-        cur.execute("drop table if exists pg_temp.api_target, pg_temp.api_prior")
-        cur.execute(sqlrender.render("api/target.sql"), {"domain": domain.name, "dates": chunk})
-        cur.execute(sqlrender.render("api/prior.sql"), {"domain": domain.name, "prior_dates": prior})
+        for inputs in ("api/target.sql", "api/prior.sql"):
+            cur.execute(sqlrender.render(inputs), {"domain": domain.name, "dates": chunk})
         cur.execute("analyze pg_temp.api_target, pg_temp.api_prior")
         cur.execute(sqlrender.render("api/metrics_api.sql"))
         rows += cur.rowcount

@@ -10,7 +10,7 @@ DAYS ?= 60
 SEED ?= 42
 # tests that exercise the SQL itself; `make test` runs them on every PostgreSQL the wheel ships
 SQL_TESTS = $(wildcard tests/test_*_golden.py) tests/test_bad_input.py tests/test_registry.py tests/test_seed.py \
-	tests/test_reader_role.py
+	tests/test_reader_role.py tests/test_partitions.py tests/test_metrics_api.py
 # PostgreSQL versions installed from Debian (/usr/lib/postgresql/<v>), other than the wheel's 16 and 18
 SYSTEM_PG_VERSIONS = $(filter-out 16 18,$(patsubst /usr/lib/postgresql/%/bin/postgres,%,$(wildcard /usr/lib/postgresql/*/bin/postgres)))
 

@@ -44,6 +44,9 @@ def synthesize(conn, days: int, entities: int, metrics: int, end: date) -> int:
     names = [m.name for m in cs.unified][:metrics]
     conn.execute("truncate entity.metrics_unified_domains, entity.metrics_api, metrics_ops.unified_slices, "
                  "metrics_ops.api_slices")
+    with conn.cursor() as cur:
+        pipeline.ensure_partitions(cur, "entity.metrics_unified_domains",
+                                   [end - timedelta(days=i) for i in range(days)])
     conn.execute(
         """
         insert into entity.metrics_unified_domains (metric_date, domain, entity_type, entity_id,

@@ -28,6 +28,8 @@ def schema(conn):
 def _put(conn, domain: str, metric: str, values: dict, entity: str = "all") -> None:
     """Unified rows (and their slices) of one entity's metric: {metric_date: value}."""
     m = REGISTRY[domain].metric(metric)
+    with conn.cursor() as cur:  # the fan-in attaches a month's partition before it writes there
+        pipeline.ensure_partitions(cur, "entity.metrics_unified_domains", values)
     for d, v in values.items():
         conn.execute(
             "insert into entity.metrics_unified_domains (metric_date, domain, entity_type, entity_id, "

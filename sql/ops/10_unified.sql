@@ -1,6 +1,10 @@
 -- entity.metrics_unified_domains: every implemented metric of every domain in long format.
 -- Grain: one row per metric_date, domain, entity and metric with a non-null value.
 -- Rebuilt by the fan-in DAG metrics_unified from the domain tables and the metric registry.
+-- Partitioned by month of metric_date (entity.metrics_unified_domains_y2026m12, ...): the fan-in
+-- creates and attaches a month's partition before it writes the month's first date (pipeline.
+-- ensure_partitions), so a day's rewrite maintains a month's indexes, not a year's, and is
+-- analyzed and vacuumed with its month. Readers query this parent table.
 create table if not exists entity.metrics_unified_domains (
     metric_date date not null,
     domain text not null,           -- customer_success | sales | product | marketing
@@ -12,7 +16,7 @@ create table if not exists entity.metrics_unified_domains (
     importance_tier text not null,  -- tier_1 | tier_2 | tier_3 (from the registry)
     unit text not null,
     primary key (metric_date, domain, entity_id, metric_name)
-);
+) partition by range (metric_date);
 -- one metric over time (dashboards); entity_id last, so that a lookup of one value (metrics_api's
 -- comparisons: all four key columns equal) through this index is exact too: with
 -- (domain, metric_name, metric_date) alone the planner, misjudging a day's rows, read every

@@ -3,6 +3,7 @@
 -- Maintained by the fan-in per metric_date: the dates it rebuilt in the unified table and the
 -- later dates whose comparisons point at them (1 day, 7 days, 1 month, 1 year and 364 days
 -- later, and the rest of the year for additive metrics); never rebuilt over all history.
+-- Partitioned by month of metric_date, like metrics_unified_domains (sql/ops/10_unified.sql).
 -- Rules (docs/metrics.md, "Time comparisons"):
 --   value_1m_ago: the value of metric_date - 1 month, clamped to the month's last day (the 31st
 --     compares with Feb 28/29, Apr 30 ...); value_1y_ago: metric_date - 1 year (Feb 29 -> Feb 28);
@@ -50,7 +51,7 @@ create table if not exists entity.metrics_api (
     prior_ytd_total numeric,
     is_improving boolean,
     primary key (metric_date, domain, entity_id, metric_name)
-);
+) partition by range (metric_date);
 -- dashboards: one metric over time (all entities or one), one entity's metrics on a date
 create index if not exists metrics_api_metric_idx
 on entity.metrics_api (domain, metric_name, metric_date);

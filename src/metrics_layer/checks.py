@@ -59,27 +59,50 @@ class CheckResult:
         return "; ".join(parts)
 
 
+RECORD_SQL = """
+with replaced as (
+    -- a retried task replaces what its earlier try stored for the same checks
+    delete from metrics_ops.check_results
+    where dag_id = %(dag)s and run_id = %(run)s and metric_date = %(d)s and check_kind = any(%(kinds)s)
+),
+added as (
+    insert into metrics_ops.check_results (run_id, dag_id, domain, metric_date, check_kind, check_name,
+        target, metric, entity, severity, success, observed, expected, details)
+    select %(run)s, %(dag)s, %(domain)s, %(d)s, e.r ->> 'check_kind', e.r ->> 'check_name',
+           e.r ->> 'target', e.r ->> 'metric', e.r ->> 'entity', e.r ->> 'severity',
+           (e.r ->> 'success')::boolean, e.r ->> 'observed', e.r ->> 'expected', e.r -> 'details'
+    from jsonb_array_elements(%(results)s::jsonb) with ordinality as e (r, n)
+    order by e.n
+)
+insert into metrics_ops.validation_log (target, metric_date, run_id, validated_at, success, evaluated, failures)
+select %(target)s, %(d)s, %(run)s, now(), %(success)s::boolean, %(evaluated)s::integer, %(failures)s::jsonb
+where %(outcome)s::boolean
+on conflict (target, metric_date, run_id) do update set validated_at = excluded.validated_at,
+    success = excluded.success, evaluated = excluded.evaluated, failures = excluded.failures
+"""
+
+
 def record(conn, domain: Domain, dag_id: str, run_id: str | None, metric_date: date,
-           results: list[CheckResult]) -> None:
-    """Store the results of one (run, domain, metric_date) in metrics_ops.check_results; a
-    retried task replaces what its earlier try stored for the same checks."""
-    if not results:
+           results: list[CheckResult], outcome=None) -> None:
+    """Store the results of one (run, domain, metric_date) in metrics_ops.check_results (a
+    retried task replaces what its earlier try stored for the same checks) and, given a
+    validation `outcome` (a ValidationSummary), that outcome in metrics_ops.validation_log: one
+    statement, so one round trip and one atomic write however many checks there are (the small
+    domains' validation is mostly fixed costs, bench/ P5)."""
+    if not results and outcome is None:
         return
     run = run_id or "adhoc"
-    with conn.transaction(), conn.cursor() as cur:
-        cur.execute(
-            "delete from metrics_ops.check_results where dag_id = %s and run_id = %s "
-            "and metric_date = %s and check_kind = any(%s)",
-            (dag_id, run, metric_date, sorted({r.check_kind for r in results})),
-        )
-        cur.executemany(
-            "insert into metrics_ops.check_results (run_id, dag_id, domain, metric_date, "
-            "check_kind, check_name, target, metric, entity, severity, success, observed, "
-            "expected, details) values (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb)",
-            [(run, dag_id, domain.name, metric_date, r.check_kind, r.check_name, r.target, r.metric,
-              r.entity, r.severity, r.success, r.observed, r.expected,
-              json.dumps(r.details, default=str)) for r in results],
-        )
+    rows = [{"check_kind": r.check_kind, "check_name": r.check_name, "target": r.target, "metric": r.metric,
+             "entity": r.entity, "severity": r.severity, "success": r.success, "observed": r.observed,
+             "expected": r.expected, "details": r.details} for r in results]
+    conn.execute(RECORD_SQL, {
+        "dag": dag_id, "run": run, "d": metric_date, "domain": domain.name,
+        "kinds": sorted({r.check_kind for r in results}), "results": json.dumps(rows, default=str),
+        "outcome": outcome is not None, "target": domain.table,
+        "success": outcome.success if outcome is not None else None,
+        "evaluated": outcome.evaluated if outcome is not None else None,
+        "failures": json.dumps([f.__dict__ for f in outcome.failures]) if outcome is not None else "[]",
+    })
 
 
 def severity_of(domain: Domain, check_name: str, default: str) -> str:

@@ -800,20 +800,6 @@ def _log_publication(cur, target: str, dates: list[date], run_id: str | None, ro
     )
 
 
-def record_validation(conn, domain: Domain, metric_date: date, run_id: str | None, summary) -> None:
-    """Store a validation outcome in metrics_ops.validation_log (the UI page and history)."""
-    import json
-
-    conn.execute(
-        "insert into metrics_ops.validation_log (target, metric_date, run_id, validated_at, success, "
-        "evaluated, failures) values (%s, %s, %s, now(), %s, %s, %s::jsonb) "
-        "on conflict (target, metric_date, run_id) do update set validated_at = excluded.validated_at, "
-        "success = excluded.success, evaluated = excluded.evaluated, failures = excluded.failures",
-        (domain.table, metric_date, run_id or "adhoc", summary.success, summary.evaluated,
-         json.dumps([f.__dict__ for f in summary.failures])),
-    )
-
-
 def late_data_reasons(dates: list[date], run_dates: date | list[date]) -> dict[date, str]:
     """The restatement reason of each republished earlier date of a run for `run_dates`."""
     run = _date_list(run_dates)

@@ -317,8 +317,7 @@ def validate_dates(domain: Domain, dates: list[date], run_id: str | None,
             anomalies = checks.anomaly_checks(conn, domain, d, stage)
             summary.results += anomalies
             summary.evaluated += len(anomalies)
-            checks.record(conn, domain, dag_id or domain.table, run_id, d, summary.results)
-            pipeline.record_validation(conn, domain, d, run_id, summary)
+            checks.record(conn, domain, dag_id or domain.table, run_id, d, summary.results, outcome=summary)
             summaries.append(summary)
         return summaries
 

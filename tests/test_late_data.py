@@ -229,3 +229,30 @@ def test_late_data_in_a_shared_state_reaches_every_domain_that_reads_it(product)
     # a later run of either domain finds nothing left to republish
     assert _run_day(product, PA, D, "manual__again") == [D]
     assert _run_day(product, cs, D, "manual__again") == [D]
+
+
+def _state_rows(conn, day: str) -> list[tuple]:
+    """The state rows of one day with their xmin (the transaction that wrote each version)."""
+    return conn.execute("select user_id, events, xmin::text from metrics_state.user_activity_daily "
+                        "where activity_date = %s order by user_id", (day,)).fetchall()
+
+
+def test_a_lookback_without_late_data_rewrites_no_state_row(product):
+    """The daily run rebuilds the last 3 state days to catch late rows; a day whose rebuilt rows
+    equal the stored ones is left in place (no new row versions: no index churn, no dead rows),
+    a day that did change is replaced, and only its rows."""
+    pipeline.refresh_domain(product, PA, date(2026, 3, 9), "daily-03-09")
+    before = {d: _state_rows(product, d) for d in ("2026-03-06", "2026-03-07", "2026-03-08")}
+    assert [r[:2] for r in before["2026-03-07"]] == [(1, 1)]
+    pipeline.refresh_domain(product, PA, date(2026, 3, 9), "manual__rerun")  # same sources
+    assert {d: _state_rows(product, d) for d in before} == before
+
+    _event(product, 300, 3, "2026-03-07")  # a late event
+    pipeline.refresh_domain(product, PA, date(2026, 3, 9), "manual__late")
+    after = {d: _state_rows(product, d) for d in before}
+    assert [r[:2] for r in after["2026-03-07"]] == [(1, 1), (3, 1)]
+    assert after["2026-03-07"][0][2] != before["2026-03-07"][0][2]  # the changed day: rewritten
+    assert after["2026-03-06"] == before["2026-03-06"] and after["2026-03-08"] == before["2026-03-08"]
+    versions = dict(product.execute("select activity_date::text, version from metrics_ops.state_days "
+                                    "where state = 'user_activity_daily'").fetchall())
+    assert versions["2026-03-07"] > max(versions["2026-03-06"], versions["2026-03-08"])

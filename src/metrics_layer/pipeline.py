@@ -137,7 +137,8 @@ def run(step, *args, conn_id: str = WAREHOUSE_CONN_ID, **kwargs):
 class StateSpec:
     """A compact daily state: sql/state/<name>/table.sql creates metrics_state.<name> (with an
     `activity_date` column), sql/state/<name>/build.sql inserts the rows of the days in the bind
-    parameter `days` (the caller deletes those days first, in the same transaction)."""
+    parameter `days` into it, or into the temporary table named by the template variable
+    `target` (refresh_state compares a rebuilt day there before it replaces the stored one)."""
 
     name: str
 
@@ -513,6 +514,35 @@ def _state_checksums(cur, table: str, days: list[date]) -> dict[date, str]:
     return dict(cur.fetchall())
 
 
+def _build_state_days(cur, spec: StateSpec, new: list[date], rebuilt: list[date],
+                      before: dict[date, str | None]) -> tuple[int, dict[date, str]]:
+    """Write the state's `new` days (never built) straight into its table, and build its
+    `rebuilt` days (the late-data lookback, a rerun of history) into a temporary table first: a
+    day whose rows are the same as the stored ones (checksum) is left as it is, so a daily
+    lookback that finds no late data rewrites no row (no index churn, no dead rows for
+    autovacuum). Returns the rows written to the state table and every day's checksum."""
+    rows = 0
+    if new:
+        cur.execute(sqlrender.render(spec.sql), {"days": new, "first_day": new[0], "last_day": new[-1]})
+        rows += cur.rowcount
+    after = _state_checksums(cur, spec.table, new) if new else {}
+    if not rebuilt:
+        return rows, after
+    cur.execute(f"create temp table state_rebuild (like {spec.table}) on commit drop")
+    cur.execute(sqlrender.render(spec.sql, target="state_rebuild"),
+                {"days": rebuilt, "first_day": rebuilt[0], "last_day": rebuilt[-1]})
+    sums = _state_checksums(cur, "pg_temp.state_rebuild", rebuilt)
+    after.update(sums)
+    differ = [d for d in rebuilt if before.get(d) != sums.get(d, "0:")]
+    if differ:
+        cur.execute(f"delete from {spec.table} where activity_date = any(%s)", (differ,))  # noqa: S608
+        cur.execute(f"insert into {spec.table} select * from pg_temp.state_rebuild "  # noqa: S608
+                    "where activity_date = any(%s)", (differ,))
+        rows += cur.rowcount
+    cur.execute("drop table pg_temp.state_rebuild")
+    return rows, after
+
+
 def refresh_state(conn, state: str, metric_dates: date | list[date], lookback_days: int = 3,
                   window_days: int = 30, fresh_after=None) -> StateRefresh:
     """Make sure the state has every day of the windows [X - window, X) of the metric_dates X.
@@ -561,12 +591,9 @@ def refresh_state(conn, state: str, metric_dates: date | list[date], lookback_da
         legacy = [d for d in days if d in built and before[d] is None]
         if legacy:
             before.update({d: "0:" for d in legacy} | _state_checksums(cur, spec.table, legacy))
-        cur.execute(f"delete from {spec.table} where activity_date = any(%s)", (days,))  # noqa: S608
-        cur.execute(sqlrender.render(spec.sql),
-                    {"days": days, "first_day": days[0], "last_day": days[-1]})
-        rows = cur.rowcount
+        rows, after = _build_state_days(cur, spec, [d for d in days if d not in built],
+                                        [d for d in days if d in built], before)
         analyze_if_grown(cur, spec.table, rows)
-        after = _state_checksums(cur, spec.table, days)
         changed = [d for d in days if d in built and before.get(d) != after.get(d, "0:")]
         renewed = [d for d in days if d not in built or d in changed]
         cur.execute(

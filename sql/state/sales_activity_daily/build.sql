@@ -1,8 +1,11 @@
 -- State: metrics_state.sales_activity_daily for the days in the bind parameter `days`.
 -- Grain: one row per rep per UTC day with at least one logged activity.
 -- Sources: raw.sales_activities.
--- The caller deletes the same days first, in the same transaction.
-insert into metrics_state.sales_activity_daily (activity_date, rep_id, calls, emails, meetings)
+-- The caller deletes the same days first, in the same transaction, or passes `target`: a temporary
+-- table like this one (a rebuilt day is compared with the stored one before it replaces it).
+insert into {% if target is defined %}{{ target }}{% else %}metrics_state.sales_activity_daily{% endif %} (
+    activity_date, rep_id, calls, emails, meetings
+)
 
 with
 

@@ -1,8 +1,9 @@
 -- State: metrics_state.user_activity_daily for the days in the bind parameter `days`.
 -- Grain: one row per user per UTC day with at least one product event or session.
 -- Sources: raw.product_events, raw.product_sessions, raw.users.
--- The caller deletes the same days first, in the same transaction.
-insert into metrics_state.user_activity_daily (
+-- The caller deletes the same days first, in the same transaction, or passes `target`: a temporary
+-- table like this one (a rebuilt day is compared with the stored one before it replaces it).
+insert into {% if target is defined %}{{ target }}{% else %}metrics_state.user_activity_daily{% endif %} (
     activity_date, user_id, customer_id, events, sessions, desktop_sessions, mobile_sessions,
     session_seconds, feature_mask, other_feature_ids
 )

@@ -1,8 +1,9 @@
 -- State: metrics_state.website_sessions_daily for the days in the bind parameter `days`.
 -- Grain: one row per UTC day per channel with at least one website session.
 -- Sources: raw.website_sessions.
--- The caller deletes the same days first, in the same transaction.
-insert into metrics_state.website_sessions_daily (
+-- The caller deletes the same days first, in the same transaction, or passes `target`: a temporary
+-- table like this one (a rebuilt day is compared with the stored one before it replaces it).
+insert into {% if target is defined %}{{ target }}{% else %}metrics_state.website_sessions_daily{% endif %} (
     activity_date, channel, sessions, bounced_sessions, converted_sessions
 )
 

@@ -87,8 +87,8 @@ BENCH_DAYS ?= 365
 bench: venv ## the whole daily job against the naive design and the targets: make bench SCALE=1 (bench/results/latest.json)
 	$(BIN)/python bench/bench.py --scale $(SCALE) --days $(BENCH_DAYS) $(if $(REUSE),--reuse) $(if $(RESUME),--reuse --resume)
 
-bench-explain: venv ## after make bench: EXPLAIN (ANALYZE, BUFFERS) of the heaviest statements on its data
-	$(BIN)/python bench/explain.py
+bench-explain: venv ## after make bench SCALE=s: EXPLAIN (ANALYZE, BUFFERS) of the heaviest statements on its data
+	$(BIN)/python bench/explain.py --scale $(SCALE)
 
 constraints: venv
 	$(BIN)/pip freeze --exclude-editable > constraints.txt

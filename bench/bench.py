@@ -70,6 +70,12 @@ def machine() -> dict:
             "os": f"{platform.system()} {platform.release()}", "python": platform.python_version()}
 
 
+def database(kind: str, scale: float) -> str:
+    """The database of the long (365 days) or short (90 days) warehouse of a scale: each scale
+    keeps its own, so a SCALE=1 run never reseeds the SCALE=10 data (hours to rebuild)."""
+    return f"bench_{kind}_s{scale:g}".replace(".", "_")
+
+
 class Warehouse:
     """The benchmark's server and one database on it; `use()` points the layer's connection
     (AIRFLOW_CONN_METRICS_WAREHOUSE) at it."""
@@ -309,7 +315,7 @@ def main() -> None:
     today = utc_today()
     BENCH_DIR.mkdir(parents=True, exist_ok=True)
     server = local.embedded_server(pgdata=BENCH_DIR / "pgdata", settings=SETTINGS)
-    long_wh, short_wh = Warehouse(server, "bench_long"), Warehouse(server, "bench_short")
+    long_wh, short_wh = (Warehouse(server, database(kind, args.scale)) for kind in ("long", "short"))
     with long_wh.connect() as conn:
         pg = conn.execute("show server_version").fetchone()[0]
     result = {"generated_at": datetime.now(UTC).isoformat(timespec="seconds"), "machine": machine(),

@@ -16,7 +16,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 
-from bench import BENCH_DIR, RESULTS, SETTINGS, Warehouse  # noqa: E402
+from bench import BENCH_DIR, RESULTS, SETTINGS, Warehouse, database  # noqa: E402
 
 from metrics_layer import local  # noqa: E402
 
@@ -25,8 +25,10 @@ EXPLAIN = "explain (analyze, buffers, timing, costs off, summary) "
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--database", default="bench_long")
+    parser.add_argument("--scale", type=float, default=10.0, help="the scale whose long warehouse to explain")
+    parser.add_argument("--database", help="default: the long warehouse of --scale")
     args = parser.parse_args()
+    args.database = args.database or database("long", args.scale)
     server = local.embedded_server(pgdata=BENCH_DIR / "pgdata", settings=SETTINGS)
     wh = Warehouse(server, args.database)
     wh.use()

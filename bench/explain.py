@@ -61,10 +61,12 @@ def main() -> None:
         # metrics_api for customer_success, one date: the inputs, then the insert
         conn.execute("delete from entity.metrics_api where domain = 'customer_success' and metric_date = %s",
                      (day,))
-        plan(conn, "metrics_api inputs: api_target (customer_success, one date)",
-             sqlrender.render("api/target.sql"), {"domain": "customer_success", "dates": [day]})
-        plan(conn, "metrics_api inputs: api_prior (the five dates its comparisons point at)",
-             sqlrender.render("api/prior.sql"), {"domain": "customer_success", "dates": [day]})
+        titles = {"api_target": "api_target (customer_success, one date)",
+                  "api_prior": "api_prior (the five dates its comparisons point at)"}
+        for table, template in pipeline.API_INPUTS:
+            plan(conn, f"metrics_api inputs: {titles[table]}",
+                 f"create temp table {table} on commit drop as {sqlrender.render(template)}",
+                 {"domain": "customer_success", "dates": [day]})
         conn.execute("analyze pg_temp.api_target, pg_temp.api_prior")
         plan(conn, "metrics_api: the insert of one customer_success date", sqlrender.render("api/metrics_api.sql"),
              {})

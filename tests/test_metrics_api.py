@@ -151,3 +151,18 @@ def test_the_fan_in_maintains_metrics_api(conn):
     before = _api(conn, "product", "daily_active_users", date(2026, 3, 9))
     assert row["value_1d_ago"] == before["metric_value"]
     assert row["change_1d"] == row["metric_value"] - before["metric_value"]
+
+
+def test_a_rebuild_longer_than_a_chunk_compares_every_date(schema):
+    """A rebuild of more dates than one statement takes (API_CHUNK_DAYS) refills the input tables
+    for each chunk: every date, on both sides of a chunk's edge, has its own comparisons."""
+    days = [date(2026, 1, 1) + timedelta(days=i) for i in range(pipeline.API_CHUNK_DAYS + 9)]
+    _put(schema, "product", "daily_active_users", {d: i + 1 for i, d in enumerate(days)})
+    assert _build(schema, "product", days) == days
+    rows = schema.execute("select metric_date, metric_value, value_1d_ago, value_7d_ago from entity.metrics_api "
+                          "where metric_name = 'daily_active_users' order by 1").fetchall()
+    assert [r[0] for r in rows] == days
+    for i, (_, value, one_day, seven_days) in enumerate(rows):
+        assert value == i + 1
+        assert one_day == (i if i >= 1 else None)
+        assert seven_days == (i - 6 if i >= 7 else None)

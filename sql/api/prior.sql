@@ -1,7 +1,7 @@
--- pg_temp.api_prior (dropped at commit): the unified values of one domain on every date a
--- comparison of `dates` points at (D-1, D-7, D - 1 month, D - 1 year and D-364 of each, the
--- keys sql/api/metrics_api.sql joins on). The caller ANALYZEs it.
-create temp table api_prior on commit drop as
+-- The rows of pg_temp.api_prior (created and refilled like api_target, see api/target.sql): the
+-- unified values of one domain on every date a comparison of `dates` points at (D-1, D-7,
+-- D - 1 month, D - 1 year and D-364 of each, the keys sql/api/metrics_api.sql joins on). The
+-- caller ANALYZEs it.
 select
     u.metric_date,
     u.entity_id,

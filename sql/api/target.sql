@@ -1,6 +1,7 @@
--- pg_temp.api_target (dropped at commit): the unified values of one domain's `dates` with their
--- catalog facts, the rows sql/api/metrics_api.sql builds. The caller ANALYZEs it.
-create temp table api_target on commit drop as
+-- The rows of pg_temp.api_target (pipeline.build_api creates it from this query for a rebuild's
+-- first month of dates, then empties and refills it for each next month): the unified values of
+-- one domain's `dates` with their catalog facts, the rows sql/api/metrics_api.sql builds. The
+-- caller ANALYZEs it.
 select
     u.*,
     c.direction,

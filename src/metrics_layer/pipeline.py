@@ -45,6 +45,8 @@ SEARCH_PATH = '"$user", public, entity'
 STAGE_TTL = timedelta(days=2)
 # metrics_api is rebuilt by statements of at most this many dates
 API_CHUNK_DAYS = 31
+# metrics_api's inputs: temporary tables filled from these queries (pipeline.build_api)
+API_INPUTS = (("api_target", "api/target.sql"), ("api_prior", "api/prior.sql"))
 # the long tables, one row per entity, metric and day: partitioned by month of metric_date
 PARTITIONED_TABLES = (f"{ENTITY_SCHEMA}.{UNIFIED_TABLE}", f"{ENTITY_SCHEMA}.metrics_api")
 # A month's partition is vacuumed and analyzed by autovacuum after 2% (1%) of its rows changed,
@@ -990,14 +992,24 @@ def build_api(cur, domain: Domain, changed: list[date], run_id: str | None = Non
                 (domain.name, dates))
     rows = 0
     # a month of dates a statement: a year's rebuild hashes a month of comparisons at a time
-    for chunk in (dates[i:i + API_CHUNK_DAYS] for i in range(0, len(dates), API_CHUNK_DAYS)):
+    chunks = [dates[i:i + API_CHUNK_DAYS] for i in range(0, len(dates), API_CHUNK_DAYS)]
+    for n, chunk in enumerate(chunks):
         # the inputs in two small temporary tables with exact statistics (see metrics_api.sql)
-        for inputs in ("api/target.sql", "api/prior.sql"):
-            cur.execute(sqlrender.render(inputs), {"domain": domain.name, "dates": chunk})
+        for table, template in API_INPUTS:
+            select, params = sqlrender.render(template), {"domain": domain.name, "dates": chunk}
+            if n == 0:
+                cur.execute(f"create temp table {table} on commit drop as {select}", params)
+            else:
+                # Emptied in place: a table created in this transaction is truncated at once,
+                # where a dropped one keeps its files until the commit (a year's rebuild kept
+                # twelve months of them, ~24 GB at SCALE=10, and filled the disk)
+                cur.execute(f"truncate pg_temp.{table}")
+                cur.execute(f"insert into pg_temp.{table} {select}", params)  # noqa: S608
         cur.execute("analyze pg_temp.api_target, pg_temp.api_prior")
         cur.execute(sqlrender.render("api/metrics_api.sql"))
         rows += cur.rowcount
-        cur.execute("drop table pg_temp.api_target, pg_temp.api_prior")
+    cur.execute("truncate pg_temp.api_target, pg_temp.api_prior")
+    cur.execute("drop table pg_temp.api_target, pg_temp.api_prior")
     analyze_partitions(cur, "entity.metrics_api", dates, rows)
     cur.execute(
         """

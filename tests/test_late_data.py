@@ -256,3 +256,14 @@ def test_a_lookback_without_late_data_rewrites_no_state_row(product):
     versions = dict(product.execute("select activity_date::text, version from metrics_ops.state_days "
                                     "where state = 'user_activity_daily'").fetchall())
     assert versions["2026-03-07"] > max(versions["2026-03-06"], versions["2026-03-08"])
+
+
+def test_a_range_build_writes_the_state_day_by_day(product):
+    """A window reads whole days: a range build (a backfill, a first run) writes the state in day
+    order, so a day's rows share pages with that day only (not one page per user and day)."""
+    pipeline.ensure_schema(product)
+    pipeline.refresh_states(product, PA, [date(2026, 3, 8), date(2026, 3, 9)])
+    physical = [r[0] for r in product.execute(
+        "select activity_date from metrics_state.user_activity_daily order by ctid").fetchall()]
+    assert len(physical) == 9  # user 1 on 03-01 .. 03-08, user 2 on 03-05
+    assert physical == sorted(physical)

@@ -65,4 +65,9 @@ final as (
         on coalesce(events.user_id, sessions.user_id) = users.user_id
 )
 
+-- Rows are written day by day: a window of days then reads the pages of its days only. A range
+-- build (a backfill, a first run) otherwise wrote the rows in its grouping order, each page a mix
+-- of every day of the range: at SCALE=10 the product build's 60 days read 135,774 pages instead
+-- of ~34,000.
 select * from final
+order by activity_date, user_id

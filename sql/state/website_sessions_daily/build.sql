@@ -25,4 +25,9 @@ final as (
     group by started_at::date, channel
 )
 
+-- Rows are written day by day: a window of days then reads the pages of its days only. A range
+-- build (a backfill, a first run) otherwise wrote the rows in its grouping order, each page a mix
+-- of every day of the range: at SCALE=10 the product build's 60 days read 135,774 pages instead
+-- of ~34,000.
 select * from final
+order by activity_date, channel

@@ -546,7 +546,7 @@ def _build_state_days(cur, spec: StateSpec, new: list[date], rebuilt: list[date]
 
 
 def refresh_state(conn, state: str, metric_dates: date | list[date], lookback_days: int = 3,
-                  window_days: int = 30, fresh_after=None) -> StateRefresh:
+                  window_days: int = 30, fresh_after=None, missing_only: bool = False) -> StateRefresh:
     """Make sure the state has every day of the windows [X - window, X) of the metric_dates X.
     Rebuilt: days missing from it; the last `lookback_days` days before each X (late rows),
     unless built after `fresh_after` (the time the run was requested: another run, e.g. of a
@@ -557,7 +557,8 @@ def refresh_state(conn, state: str, metric_dates: date | list[date], lookback_da
     single-date runs would, in one statement.
 
     A rebuilt day whose rows differ from the last build (checksum) gets a new state version;
-    publications record the version they read (`affected_dates`)."""
+    publications record the version they read (`affected_dates`). `missing_only`: build only
+    the days of the windows the state does not hold."""
     spec = states()[state]
     dates = sorted({metric_dates} if isinstance(metric_dates, date) else set(metric_dates))
     first, last = dates[0], dates[-1]
@@ -579,8 +580,8 @@ def refresh_state(conn, state: str, metric_dates: date | list[date], lookback_da
         lookback_from = first - timedelta(days=lookback_days)
 
         def stale(d: date) -> bool:
-            if d not in built:
-                return True
+            if d not in built or missing_only:
+                return d not in built
             fresh = fresh_after is not None and built[d][0] >= fresh_after
             return not fresh and (d >= lookback_from or d < history_end)
 
@@ -597,7 +598,11 @@ def refresh_state(conn, state: str, metric_dates: date | list[date], lookback_da
                                         [d for d in days if d in built], before)
         analyze_if_grown(cur, spec.table, rows)
         changed = [d for d in days if d in built and before.get(d) != after.get(d, "0:")]
-        renewed = [d for d in days if d not in built or d in changed]
+        # only a day that differs from what was read before is a change: a day built for the
+        # first time (or again after its state was dropped for a new definition) was read by no
+        # publication, and republishing the dates around it would read windows the state may
+        # not fully hold yet
+        renewed = changed
         cur.execute(
             "insert into metrics_ops.state_days (state, activity_date, built_at, checksum, version) "
             "select %(state)s, d, now(), coalesce(c, '0:'), "
@@ -625,7 +630,13 @@ def refresh_states(conn, domain: Domain, metric_dates: date | list[date], lookba
     lookback = domain.lookback_days if lookback_days is None else lookback_days
     for state in domain.states:
         refresh_state(conn, state, dates, lookback, domain.state_window_days, fresh_after)
-    return sorted(set(affected_dates(conn, domain, dates[0])) | set(dates))
+    affected = [x for x in affected_dates(conn, domain, dates[0]) if x not in dates]
+    if affected:
+        # a republished date is built from its whole window: days the state lacks (dropped for a
+        # new definition since) are built first
+        for state in domain.states:
+            refresh_state(conn, state, affected, 0, domain.state_window_days, fresh_after, missing_only=True)
+    return sorted(set(affected) | set(dates))
 
 
 def _date_list(metric_dates: date | list[date]) -> list[date]:

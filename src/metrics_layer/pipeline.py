@@ -517,19 +517,20 @@ def _state_checksums(cur, table: str, days: list[date]) -> dict[date, str]:
 
 
 def _build_state_days(cur, spec: StateSpec, new: list[date], rebuilt: list[date],
-                      before: dict[date, str | None]) -> tuple[int, dict[date, str]]:
+                      before: dict[date, str | None]) -> tuple[int, dict[date, str], list[date]]:
     """Write the state's `new` days (never built) straight into its table, and build its
     `rebuilt` days (the late-data lookback, a rerun of history) into a temporary table first: a
     day whose rows are the same as the stored ones (checksum) is left as it is, so a daily
     lookback that finds no late data rewrites no row (no index churn, no dead rows for
-    autovacuum). Returns the rows written to the state table and every day's checksum."""
+    autovacuum). Returns the rows written to the state table, every day's checksum and the
+    rebuilt days that changed."""
     rows = 0
     if new:
         cur.execute(sqlrender.render(spec.sql), {"days": new, "first_day": new[0], "last_day": new[-1]})
         rows += cur.rowcount
     after = _state_checksums(cur, spec.table, new) if new else {}
     if not rebuilt:
-        return rows, after
+        return rows, after, []
     cur.execute(f"create temp table state_rebuild (like {spec.table}) on commit drop")
     cur.execute(sqlrender.render(spec.sql, target="state_rebuild"),
                 {"days": rebuilt, "first_day": rebuilt[0], "last_day": rebuilt[-1]})
@@ -542,7 +543,7 @@ def _build_state_days(cur, spec: StateSpec, new: list[date], rebuilt: list[date]
                     "where activity_date = any(%s)", (differ,))
         rows += cur.rowcount
     cur.execute("drop table pg_temp.state_rebuild")
-    return rows, after
+    return rows, after, differ
 
 
 def refresh_state(conn, state: str, metric_dates: date | list[date], lookback_days: int = 3,
@@ -580,8 +581,10 @@ def refresh_state(conn, state: str, metric_dates: date | list[date], lookback_da
         lookback_from = first - timedelta(days=lookback_days)
 
         def stale(d: date) -> bool:
-            if d not in built or missing_only:
-                return d not in built
+            if d not in built:
+                return True
+            if missing_only:
+                return False
             fresh = fresh_after is not None and built[d][0] >= fresh_after
             return not fresh and (d >= lookback_from or d < history_end)
 
@@ -594,15 +597,13 @@ def refresh_state(conn, state: str, metric_dates: date | list[date], lookback_da
         legacy = [d for d in days if d in built and before[d] is None]
         if legacy:
             before.update({d: "0:" for d in legacy} | _state_checksums(cur, spec.table, legacy))
-        rows, after = _build_state_days(cur, spec, [d for d in days if d not in built],
-                                        [d for d in days if d in built], before)
+        # only a rebuilt day that differs from what was read before is a change (a new version):
+        # a day built for the first time (or again after its state was dropped for a new
+        # definition) was read by no publication, and republishing the dates around it would
+        # read windows the state may not fully hold yet
+        rows, after, changed = _build_state_days(cur, spec, [d for d in days if d not in built],
+                                                 [d for d in days if d in built], before)
         analyze_if_grown(cur, spec.table, rows)
-        changed = [d for d in days if d in built and before.get(d) != after.get(d, "0:")]
-        # only a day that differs from what was read before is a change: a day built for the
-        # first time (or again after its state was dropped for a new definition) was read by no
-        # publication, and republishing the dates around it would read windows the state may
-        # not fully hold yet
-        renewed = changed
         cur.execute(
             "insert into metrics_ops.state_days (state, activity_date, built_at, checksum, version) "
             "select %(state)s, d, now(), coalesce(c, '0:'), "
@@ -612,7 +613,7 @@ def refresh_state(conn, state: str, metric_dates: date | list[date], lookback_da
             "    checksum = excluded.checksum, "
             "    version = case when excluded.activity_date = any(%(renewed)s::date[]) "
             "                   then excluded.version else state_days.version end",
-            {"state": state, "days": days, "sums": [after.get(d) for d in days], "renewed": renewed},
+            {"state": state, "days": days, "sums": [after.get(d) for d in days], "renewed": changed},
         )
     log.info("state %s: rebuilt %d day(s) %s..%s, %d rows in %.2fs; changed: %s",
              state, len(days), days[0], days[-1], rows, time.monotonic() - started,

@@ -165,6 +165,14 @@ def test_three_domains_reach_the_unified_table_while_the_fourth_fails(seeded):
     pipeline.refresh_domain(seeded, marketing, TODAY, "run-marketing-2")
     assert pipeline.build_unified(seeded, "fan-in-2").keys() == {"marketing"}
     assert _unified_domains(seeded, TODAY) == {"customer_success", "sales", "product", "marketing"}
+    # the day's publication counts every domain's rows, not only the slice this run rebuilt
+    logged = seeded.execute("select row_count from metrics_ops.publish_log where target = "
+                            "'metrics_unified_domains' and metric_date = %s", (TODAY,)).fetchone()[0]
+    counted = seeded.execute("select count(*) from entity.metrics_unified_domains where metric_date = %s",
+                             (TODAY,)).fetchone()[0]
+    marketing_rows = seeded.execute("select count(*) from entity.metrics_unified_domains where "
+                                    "metric_date = %s and domain = 'marketing'", (TODAY,)).fetchone()[0]
+    assert logged == counted > marketing_rows > 0
     assert pipeline.build_unified(seeded, "fan-in-3") == {}
 
 

@@ -57,10 +57,14 @@ priors as (
             -- the same weekday a year before
             ('364d', t.metric_date - 364)
         ) as k (comparison, compared_date)
+    -- compared under "C" (equality is the same under every deterministic collation): the
+    -- planner merges the two inputs sorted on the text keys, and a byte-order sort of 570,000
+    -- rows (customer success, one date) takes a third of the time of one under the database's
+    -- collation (en_US.UTF-8, C.UTF-8 ...)
     inner join api_prior as p
         on
-            k.compared_date = p.metric_date and t.entity_id = p.entity_id
-            and t.metric_name = p.metric_name
+            k.compared_date = p.metric_date and t.entity_id collate "C" = p.entity_id  -- noqa: RF02
+            and t.metric_name collate "C" = p.metric_name  -- noqa: RF02
     group by t.metric_date, t.entity_id, t.metric_name
 ),
 

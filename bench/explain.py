@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
-from datetime import timedelta
+from datetime import date, timedelta
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,12 +34,11 @@ def main() -> None:
     wh = Warehouse(server, args.database)
     wh.use()
     from metrics_layer import pipeline, sqlrender
-    from metrics_layer.dates import utc_today
     from metrics_layer.registry import load_registry
 
     with wh.connect() as conn:
         meta = conn.execute("select meta from public.bench_meta where id = 1").fetchone()[0]
-    day = utc_today()
+    day = date.fromisoformat(meta["end_date"])  # the data's last day, the day make bench measured
     registry = {d.table: d for d in load_registry().values()}
     out = [f"# {args.database}: SCALE={meta['scale']}, {meta['days']} days of history, metric_date {day}\n"]
 
@@ -73,7 +73,8 @@ def main() -> None:
         conn.rollback()
         queries = sorted((ROOT / "docs" / "guide_queries").glob("*.sql"))
         for p in queries:
-            plan(conn, f"guide query {p.stem}", p.read_text().split("\n", 1)[1], {})
+            sql = re.sub(r"\bcurrent_date\b", f"date '{day}'", p.read_text().split("\n", 1)[1], flags=re.IGNORECASE)
+            plan(conn, f"guide query {p.stem}", sql, {})
             conn.rollback()
 
     target = RESULTS / f"explain-scale{meta['scale']:g}.txt"

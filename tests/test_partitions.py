@@ -117,6 +117,14 @@ def test_an_unpartitioned_layer_is_migrated_with_every_row(schema):
         name = table.split(".")[1]
         assert set(_bounds(schema, table)) == {f"{name}_y2026m02", f"{name}_y2026m03"}
     assert schema.execute("select to_regclass('entity.metrics_api_unpartitioned')").fetchone()[0] is None
+    # the earlier metric index gave way to the covering one, on the table and every partition
+    indexes = {r[0]: r[1] for r in schema.execute(
+        "select c.relname, pg_get_indexdef(c.oid) from pg_index as i join pg_class as c on c.oid = i.indexrelid "
+        "where i.indrelid = any(array(select inhrelid from pg_inherits where inhparent = %s::regclass) "
+        "|| %s::regclass)", (UNIFIED, UNIFIED)).fetchall()}
+    covering = [d for d in indexes.values() if "(domain, metric_name, metric_date, entity_id)" in d]
+    assert len(covering) == 3 and all(d.endswith("INCLUDE (metric_value, importance_tier)") for d in covering)
+    assert not [n for n in indexes if "metric_entity" in n]
     # the reader function over the unified table still answers
     assert schema.execute("select entity.metric_value_as_of('product', 'daily_active_users', date '2026-03-01', "
                           "'all', now())").fetchone()[0] == 6

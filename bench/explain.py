@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 from datetime import date, timedelta
 from pathlib import Path
@@ -17,7 +16,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 
-from bench import BENCH_DIR, RESULTS, SETTINGS, Warehouse, database  # noqa: E402
+from bench import BENCH_DIR, RESULTS, SETTINGS, Warehouse, as_of, database  # noqa: E402
 
 from metrics_layer import local  # noqa: E402
 
@@ -73,8 +72,7 @@ def main() -> None:
         conn.rollback()
         queries = sorted((ROOT / "docs" / "guide_queries").glob("*.sql"))
         for p in queries:
-            sql = re.sub(r"\bcurrent_date\b", f"date '{day}'", p.read_text().split("\n", 1)[1], flags=re.IGNORECASE)
-            plan(conn, f"guide query {p.stem}", sql, {})
+            plan(conn, f"guide query {p.stem}", as_of(p.read_text().split("\n", 1)[1], day), {})
             conn.rollback()
 
     target = RESULTS / f"explain-scale{meta['scale']:g}.txt"

@@ -7,6 +7,7 @@ contract's constraints, each of four kinds of bad row used to publish a wrong nu
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 from datetime import date, timedelta
 
@@ -288,6 +289,26 @@ def test_a_real_40_percent_drop_alerts_with_the_figures(conn):
     assert dau.observed.startswith("sum 360.00 (-40% vs median)")
     assert "median of 8 Saturdays" in dau.expected
     assert len(dau.details["history"]) == 8
+
+
+def test_each_rule_reads_its_own_weeks(conn):
+    """The rules of a domain are evaluated together (one pass over today's rows, one over the
+    history dates of every rule), yet each rule's median is over its own weeks only."""
+    rules = {r.metric: r for r in PRODUCT.anomalies}
+    domain = dataclasses.replace(PRODUCT, anomalies=(
+        rules["daily_active_users"],
+        dataclasses.replace(rules["monthly_active_users"], weeks=2, min_history=2),
+    ))
+    history = {TUESDAY - timedelta(weeks=w): 1000 + 10 * w for w in range(1, 9)}
+    _series(conn, TUESDAY, history, 1000, domain=domain)
+    found = {r.check_name: r for r in checks.anomaly_checks(conn, domain, TUESDAY, pipeline.stage_key(RUN))}
+    assert sorted(found) == ["daily_active_users_anomaly", "monthly_active_users_anomaly"]
+    dau, mau = found["daily_active_users_anomaly"], found["monthly_active_users_anomaly"]
+    assert sorted(dau.details["history"]) == sorted(str(d) for d in history)
+    assert dau.details["median"] == 1045.0  # 1040 and 1050, the middle two of 1010..1080
+    assert sorted(mau.details["history"]) == [str(TUESDAY - timedelta(weeks=2)), str(TUESDAY - timedelta(weeks=1))]
+    assert mau.details["median"] == 2000.0 and mau.success
+    assert "median of 2 Tuesdays" in mau.expected
 
 
 def test_exactly_the_minimum_change_is_not_beyond_it(conn):

@@ -284,20 +284,31 @@ def anomaly_checks(conn, domain: Domain, metric_date: date, stage_id: str | None
                             expected="checks.anomaly.exclude_dates in the registry")
                 for r in domain.anomalies]
     today_where = "metric_date = %(d)s" + (" and stage_id = %(stage)s" if stage_id else "")
-    parts_today, parts_hist = [], []
-    for i, r in enumerate(domain.anomalies):
-        # identifiers from the validated registry; values are bind parameters
-        parts_today.append(f"select {i} as rule, {r.agg}({r.metric})::numeric as value "  # noqa: S608
-                           f"from {schema}.{domain.table} where {today_where}")
-        parts_hist.append(f"select {i} as rule, metric_date, {r.agg}({r.metric})::numeric as value "  # noqa: S608
-                          f"from entity.{domain.table} where metric_date = any(%(h{i})s::date[]) "
-                          f"group by metric_date")
+    # one pass over today's rows and one over the history dates compute every rule's aggregate;
+    # identifiers from the validated registry, values are bind parameters
+    aggs = ", ".join(f"{r.agg}({r.metric})::numeric as v{i}" for i, r in enumerate(domain.anomalies))
+    today_values = ", ".join(f"({i}, a.v{i})" for i in range(len(domain.anomalies)))
+    hist_values = ", ".join(f"({i}, a.v{i}, a.metric_date = any(%(h{i})s::date[]))"
+                            for i in range(len(domain.anomalies)))
     params: dict = {"d": metric_date, "stage": stage_id}
+    every: set[date] = set()
     for i, r in enumerate(domain.anomalies):
         params[f"h{i}"] = history_dates(domain, metric_date, r.weeks)
+        every.update(params[f"h{i}"])
+    params["hist"] = sorted(every)
     sql = f"""
-        with today as ({' union all '.join(parts_today)}),
-        hist as (select * from ({' union all '.join(parts_hist)}) as h where value is not null),
+        with today as (
+            select v.rule, v.value
+            from (select {aggs} from {schema}.{domain.table} where {today_where}) as a
+            cross join lateral (values {today_values}) as v (rule, value)
+        ),
+        hist as (
+            select v.rule, a.metric_date, v.value
+            from (select metric_date, {aggs} from entity.{domain.table}
+                  where metric_date = any(%(hist)s::date[]) group by metric_date) as a
+            cross join lateral (values {hist_values}) as v (rule, value, wanted)
+            where v.wanted and v.value is not null
+        ),
         med as (
             select rule, count(*) as n, percentile_cont(0.5) within group (order by value) as median
             from hist group by rule

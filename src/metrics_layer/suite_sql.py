@@ -69,7 +69,8 @@ def compile_suite(domain: Domain, suite: dict, relation: str, where: str) -> Com
     expectations = suite["expectations"]
     known = set(domain.table_columns)
     ident = domain.id_column
-    parts = ["(select count(*) from batch)"]
+    parts = ["counts.n"]
+    bad_counts: list[str] = []  # the map checks' counts, all in one pass over the batch
     try:
         for e in expectations:
             typ, kw = e["type"], e.get("kwargs") or {}
@@ -90,7 +91,8 @@ def compile_suite(domain: Domain, suite: dict, relation: str, where: str) -> Com
                     bad = f"{col} is not null and {col}::text not in ({values or 'null'})"
                 else:
                     bad = f"{col} is null"
-                parts.append(_map_check(bad, f'"{ident}"', col))
+                bad_counts.append(f"count(*) filter (where {bad})")
+                parts.append(_map_check(bad, f'"{ident}"', col, f"counts.b{len(bad_counts)}"))
             elif typ == "expect_compound_columns_to_be_unique":
                 cols = ", ".join(_ident(c, known) for c in kw["column_list"])
                 nulls = " and ".join(f"{_ident(c, known)} is null" for c in kw["column_list"])
@@ -114,8 +116,10 @@ def compile_suite(domain: Domain, suite: dict, relation: str, where: str) -> Com
     except (KeyError, TypeError, ValueError):
         return None
     select = ",\n    ".join(parts)
-    sql = (f"with batch as materialized (select * from {relation} where {where})\n"  # noqa: S608
-           f"select\n    {select}")
+    counts = ", ".join(["count(*) as n"] + [f"{c} as b{i}" for i, c in enumerate(bad_counts, 1)])
+    sql = (f"with batch as materialized (select * from {relation} where {where}),\n"  # noqa: S608
+           f"counts as (select {counts} from batch)\n"
+           f"select\n    {select}\nfrom counts")
     return CompiledSuite(domain, expectations, sql)
 
 
@@ -125,11 +129,14 @@ def _literal(value) -> str:
     return "'" + str(value).replace("'", "''") + "'"
 
 
-def _map_check(bad: str, ident: str, col: str) -> str:
-    return (f"(select json_build_object('n', count(*), 'bad', count(*) filter (where {bad}), "  # noqa: S608
-            f"'rows', (select coalesce(json_agg(s), '[]') from (select json_build_object('id', "
-            f"{ident}, 'v', {col}::text) as s from batch where {bad} order by {ident} limit {SAMPLE}) as x)) "
-            "from batch)")
+def _map_check(bad: str, ident: str, col: str, count: str) -> str:
+    """A column check's cell: the batch's row count, the offending rows' count (`count`, from
+    the one pass that counts every check) and, only when there are any, the first SAMPLE of
+    them (a subquery under CASE runs only when its branch is taken)."""
+    return (f"json_build_object('n', counts.n, 'bad', {count}, 'rows', case when {count} > 0 then "  # noqa: S608
+            f"(select coalesce(json_agg(s), '[]') from (select json_build_object('id', {ident}, 'v', "
+            f"{col}::text) as s from batch where {bad} order by {ident} limit {SAMPLE}) as x) "
+            "else '[]'::json end)")
 
 
 def _value(v):

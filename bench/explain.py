@@ -16,7 +16,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 
-from bench import BENCH_DIR, RESULTS, SETTINGS, Warehouse, as_of, database  # noqa: E402
+from bench import BENCH_DIR, RESULTS, SETTINGS, Warehouse, as_of, database, use_clock  # noqa: E402
 
 from metrics_layer import local  # noqa: E402
 
@@ -71,6 +71,8 @@ def main() -> None:
              {})
         conn.rollback()
         queries = sorted((ROOT / "docs" / "guide_queries").glob("*.sql"))
+        out.append(f"\n-- guide queries: CURRENT_DATE is {day} by {use_clock(conn, day)}\n")
+        conn.commit()  # the session's time zone outlives the rollbacks below
         for p in queries:
             plan(conn, f"guide query {p.stem}", as_of(p.read_text().split("\n", 1)[1], day), {})
             conn.rollback()

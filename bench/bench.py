@@ -531,7 +531,10 @@ def run_the_rest(args, result: dict, long_wh: Warehouse, short_wh: Warehouse, to
             wh.name: round(conn.execute("select pg_database_size(%s)", (wh.name,)).fetchone()[0] / 2**30, 2)
             for wh in (long_wh, short_wh)}
     save(final=True)
-    (RESULTS / f"{today}-scale{args.scale:g}.json").write_text(Path(args.out).read_text())
+    # named by when the run started (the day measured can be an earlier seed's: a run reusing
+    # yesterday's seed overwrote yesterday's copy)
+    stamp = datetime.fromisoformat(result["generated_at"]).strftime("%Y-%m-%d-%H%M")
+    (RESULTS / f"{stamp}-scale{args.scale:g}.json").write_text(Path(args.out).read_text())
     print()
     for key in sorted(fig):
         f = fig[key]

@@ -71,10 +71,11 @@ def main() -> None:
              {})
         conn.rollback()
         queries = sorted((ROOT / "docs" / "guide_queries").glob("*.sql"))
-        out.append(f"\n-- guide queries: CURRENT_DATE is {day} by {use_clock(conn, day)}\n")
+        clock = use_clock(conn, day)
+        out.append(f"\n-- guide queries: CURRENT_DATE is {day} by {clock}\n")
         conn.commit()  # the session's time zone outlives the rollbacks below
         for p in queries:
-            plan(conn, f"guide query {p.stem}", as_of(p.read_text().split("\n", 1)[1], day), {})
+            plan(conn, f"guide query {p.stem}", as_of(p.read_text().split("\n", 1)[1], day, clock), {})
             conn.rollback()
 
     target = RESULTS / f"explain-scale{meta['scale']:g}.txt"

@@ -185,9 +185,9 @@ def test_a_digest_names_checks_entities_and_stays_within_slack_limits(monkeypatc
     checks += [_check(i, check_kind="anomaly", severity="warn") for i in range(2, 13)]
     route = alerts.route_for(CS)
     d = alerts.Digest(dag_id=CS, run_id="manual__x", severity="error", section="check-failed",
-                      route=route, metric_date=TODAY, task_id="validate", try_number=1,
+                      route=route, metric_date=TODAY, task_id="build_and_validate", try_number=1,
                       error="ValidationFailed: 1 check failed", checks=checks,
-                      log_url="http://airflow.example.com/dags/x/runs/y/tasks/validate?try_number=1",
+                      log_url="http://airflow.example.com/dags/x/runs/y/tasks/build_and_validate?try_number=1",
                       dates=[TODAY])
     blocks, text = d.blocks(), d.text()
     body = json.dumps({"text": text, "blocks": blocks})
@@ -206,13 +206,13 @@ def test_a_digest_names_checks_entities_and_stays_within_slack_limits(monkeypatc
     # 8 checks shown, the other 4 counted with where to find them
     assert every.count("` (expectation, ") + every.count("` (anomaly, ") == alerts.MAX_CHECKS_SHOWN
     assert "... and 4 more: `select * from entity.metrics_check_results where run_id = 'manual__x'`" in every
-    assert "<http://airflow.example.com/dags/x/runs/y/tasks/validate?try_number=1|Task log>" in every
+    assert "<http://airflow.example.com/dags/x/runs/y/tasks/build_and_validate?try_number=1|Task log>" in every
     assert (f"`airflow dags trigger {CS} --conf '{{\"metric_date\": \"{TODAY}\"}}'`; locally "
             f"`make run DATE={TODAY}`") in every
     assert "Published data: unchanged; readers still see the last good day." in every
     # the plain-text fallback carries the same facts
     assert text.startswith(f":red_circle: *{CS}* failed for metric_date *{TODAY}*\n"
-                           "Task `validate` (try 1), run `manual__x`\nSeverity: error; owner @cs-analytics")
+                           "Task `build_and_validate` (try 1), run `manual__x`\nSeverity: error; owner @cs-analytics")
     assert "  ... and 4 more in metrics_ops.check_results" in text
 
 
@@ -528,7 +528,7 @@ def test_slack_down_changes_no_outcome_and_the_undelivered_alert_goes_out_later(
     dr = run(dagbag, CS)
     assert dr.state == "failed"
     assert states(dr) == {"check_sources": "failed", "refresh_state": "upstream_failed",
-                          "build": "upstream_failed", "validate": "upstream_failed",
+                          "build_and_validate": "upstream_failed",
                           "publish": "upstream_failed"}
     assert [ti.try_number for ti in dr.get_task_instances() if ti.task_id == "check_sources"] == [1]
     assert "could not post the alert to Slack connection 'slack_alerts'" in caplog.text

@@ -7,8 +7,8 @@ from datetime import date
 import pytest
 
 from helpers import load_fixture, table_dump
-from metrics_layer import pipeline, validation
-from metrics_layer.errors import BuildError, SourceContractError
+from metrics_layer import pipeline, runner, validation
+from metrics_layer.errors import BuildError, SourceContractError, ValidationFailed
 from metrics_layer.registry import load_registry
 
 CS = load_registry()["customer_success"]
@@ -65,6 +65,39 @@ def test_a_failed_validation_leaves_the_published_day_in_place(golden):
         "[error] current_mrr_in_range; observed 1 of 3 rows unexpected; values -400.50; "
         "expected current_mrr: min_value=0.0; e.g. Beta O'Neil & Søn (customer_id 2)")
     assert table_dump(golden, "entity.metrics_customer_success") == published
+
+
+def test_the_build_step_checks_what_it_built_on_its_connection_and_a_retry_builds_again(golden, monkeypatch):
+    """The DAG's build_and_validate task: the slices are validated on the connection that built
+    them (one backend: no second connection's start-up and catalog loading, bench/ P5); a
+    blocking failure is recorded before the task fails; after the source is fixed, running the
+    task again builds before it checks, so the fixed day passes (a separate validate task,
+    cleared alone, checked the old slice again)."""
+    pipeline.refresh_state(golden, "user_activity_daily", D)
+    golden.execute("alter table raw.subscriptions drop constraint subscriptions_mrr_check")
+    golden.execute("insert into raw.subscriptions values (99, 2, 'refund', -500, '2026-03-01', null)")
+    opened = []
+    real_connect = pipeline.connect
+    monkeypatch.setattr(pipeline, "connect", lambda *a, **k: opened.append(a) or real_connect(*a, **k))
+
+    with pytest.raises(ValidationFailed, match=r"metrics_customer_success 2026-03-10: 1 of \d+ checks failed"
+                                               r"(.|\n)*current_mrr_in_range; observed 1 of 3 rows unexpected"):
+        runner.build_step(CS, [D], "manual__try1")
+    assert len(opened) == 1
+    failed = golden.execute(
+        "select check_name from metrics_ops.check_results where run_id = 'manual__try1' "
+        "and metric_date = %s and not success", (D,)).fetchall()
+    assert failed == [("current_mrr_in_range",)]
+    assert golden.execute("select success from metrics_ops.validation_log where run_id = 'manual__try1' "
+                          "and metric_date = %s", (D,)).fetchall() == [(False,)]
+
+    golden.execute("delete from raw.subscriptions where subscription_id = 99")
+    assert runner.build_step(CS, [D], "manual__try1") == []
+    assert golden.execute("select success from metrics_ops.validation_log where run_id = 'manual__try1' "
+                          "and metric_date = %s", (D,)).fetchall() == [(True,)]
+    assert pipeline.publish(golden, CS, [D], "manual__try1") == 3
+    assert golden.execute("select min(current_mrr) from entity.metrics_customer_success "
+                          "where metric_date = %s", (D,)).fetchone()[0] >= 0
 
 
 def test_negative_values_break_the_source_contract_where_it_is_enforced(golden):

@@ -115,7 +115,7 @@ def test_a_ticket_resolved_before_it_was_created_blocks_the_day_naming_it(dagbag
                    (customer, f"{YESTERDAY} 12:00+00", f"{YESTERDAY - timedelta(days=3)} 12:00+00"))
     dr = run(dagbag, "metrics_customer_success")
     assert dr.state == "failed"
-    assert states(dr)["check_sources"] == "failed" and states(dr)["build"] == "upstream_failed"
+    assert states(dr)["check_sources"] == "failed" and states(dr)["build_and_validate"] == "upstream_failed"
     bad = results(seeded, "metrics_customer_success", dr.run_id, success=False)
     assert [(r["check_name"], r["severity"], r["entity"], r["observed"]) for r in bad] == [
         ("support_tickets_resolved_after_created", "error", f"ticket 990001 of customer {customer}",

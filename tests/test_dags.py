@@ -9,9 +9,8 @@ from metrics_layer.registry import source_domains
 
 DOMAIN_GRAPH = {
     "check_sources": {"refresh_state"},
-    "refresh_state": {"build"},
-    "build": {"validate"},
-    "validate": {"publish"},
+    "refresh_state": {"build_and_validate"},
+    "build_and_validate": {"publish"},
     "publish": set(),
 }
 UNIFIED_GRAPH = {"build_overview": {"build_unified"}, "build_unified": set()}

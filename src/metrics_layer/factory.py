@@ -4,7 +4,7 @@ Parse time reads only the YAML registry: no database, Variable, connection or GX
 task imports what it needs when it runs.
 
 Domain DAG (dag_id = table name), one metric_date per run (see metrics_layer.runctx):
-    check_sources >> refresh_state >> build >> validate >> publish  (publish emits the Asset)
+    check_sources >> refresh_state >> build_and_validate >> publish  (publish emits the Asset)
 Fan-in DAG `metrics_unified`, scheduled on ANY domain Asset, rebuilds only the stale
 (domain, metric_date) slices: one domain failing never freezes the other three.
 
@@ -178,24 +178,16 @@ def domain_dag(domain_name: str, doc_md: str = "") -> DAG:
 
         @task
         @_task_errors
-        def build(dates: list[str]):
-            """Compute each metric_date into this run's slice of metrics_staging."""
+        def build_and_validate(dates: list[str]):
+            """Compute each metric_date into this run's slice of metrics_staging, then run the
+            tier-1 expectation suite and the anomaly checks on every slice, on the same
+            connection. Any `error` failure blocks the publication of all of them and fails the
+            task at once; clearing it after a source fix builds again before it checks."""
             from metrics_layer import runner
 
             _, _, run_id = _run_facts()
-            runner.build_step(domain, [date.fromisoformat(d) for d in dates], run_id, WAREHOUSE_CONN_ID)
-            return dates
-
-        @task
-        @_task_errors
-        def validate(dates: list[str]):
-            """Run the tier-1 expectation suite on every staged date; any failure blocks the
-            publication of all of them."""
-            from metrics_layer import validation
-
-            _, _, run_id = _run_facts()
-            validation.validate_dates(domain, [date.fromisoformat(d) for d in dates], run_id,
-                                      WAREHOUSE_CONN_ID, dag_id=domain.table)
+            runner.build_step(domain, [date.fromisoformat(d) for d in dates], run_id, WAREHOUSE_CONN_ID,
+                              dag_id=domain.table)
             return dates
 
         @task(outlets=[asset])
@@ -216,7 +208,7 @@ def domain_dag(domain_name: str, doc_md: str = "") -> DAG:
             return rows
 
         check_sources() >> (dates := refresh_state())
-        publish(validate(build(dates)))
+        publish(build_and_validate(dates))
     return dag
 
 

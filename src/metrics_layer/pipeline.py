@@ -2,7 +2,8 @@
 connection (autocommit on; each step opens its own transaction). Airflow tasks and tests call
 the same functions. Python only orchestrates: every row is computed and moved inside Postgres.
 
-A domain day flows: check_sources -> refresh_state -> build_staging -> (validate) -> publish.
+A domain day flows: check_sources -> refresh_state -> build_staging + validate (one task, one
+connection) -> publish.
 The build writes the run's own slice of metrics_staging.<table> (keyed by a stage id derived
 from the run id, so two runs of one date never share rows and every task can be retried);
 publish swaps that slice into entity.<table> in one transaction, so readers see the old day or

@@ -53,12 +53,22 @@ def source_step(domain: Domain, days: list[date], run_id: str | None,
 
 
 def build_step(domain: Domain, dates: list[date], run_id: str | None,
-               conn_id: str = pipeline.WAREHOUSE_CONN_ID) -> int:
-    """Compute each metric_date into the run's slice of metrics_staging, on one connection (a
-    transient error rebuilds them all: each build replaces its slice); returns the rows."""
+               conn_id: str = pipeline.WAREHOUSE_CONN_ID, dag_id: str | None = None,
+               timings: dict | None = None) -> list[checks.CheckResult]:
+    """Compute each metric_date into the run's slice of metrics_staging, then validate the
+    slices (the GX suite and the anomaly checks, every result recorded), all on one connection:
+    the validation meets a backend that has the slice's table and catalog entries loaded, and a
+    retry or a cleared task after a source fix builds again before it checks (a transient error
+    rebuilds them all: each build replaces its slice). A failed `error` check raises
+    ValidationFailed; the failed `warn` checks are returned."""
 
     def step(conn):
-        return sum(pipeline.build_staging(conn, domain, d, run_id) for d in dates)
+        with _timed(timings, "build"):
+            for d in dates:
+                pipeline.build_staging(conn, domain, d, run_id)
+        with _timed(timings, "validate"):
+            return validation.validate_dates(domain, dates, run_id, conn_id, dag_id=dag_id or domain.table,
+                                             conn=conn)
 
     return pipeline.run(step, conn_id=conn_id)
 
@@ -66,7 +76,7 @@ def build_step(domain: Domain, dates: list[date], run_id: str | None,
 def overview_step(run_id: str, forced: list[date], context=None,
                   conn_id: str = pipeline.WAREHOUSE_CONN_ID) -> dict[str, list[str]]:
     """Build the derived tables (the company overview) for the dates a domain published since
-    (plus `forced`): stage, validate with its tier-1 suite, then publish (restatements
+    (plus `forced`): stage and validate with its tier-1 suite (one connection), then publish (restatements
     included); a failed check raises and leaves the last good overview in place. With an Airflow
     `context`, warnings and recoveries are alerted. Returns {table: [dates built]}."""
     from metrics_layer import alerts
@@ -80,12 +90,14 @@ def overview_step(run_id: str, forced: list[date], context=None,
             versions = pipeline.derived_versions(conn, domain, forced)
             for d in versions:
                 pipeline.build_staging(conn, domain, d, run_id)
+            if versions:
+                validation.validate_dates(domain, list(versions), run_id, conn_id, dag_id=UNIFIED_DAG_ID,
+                                          conn=conn)
             return versions
 
         versions = pipeline.run(stage, conn_id=conn_id)
         if not versions:
             continue
-        validation.validate_dates(domain, list(versions), run_id, conn_id, dag_id=UNIFIED_DAG_ID)
         pipeline.run(pipeline.publish, domain, list(versions), run_id, conn_id=conn_id)
         pipeline.run(pipeline.record_derived, domain, versions, run_id, conn_id=conn_id)
         if context is not None:
@@ -123,10 +135,7 @@ def run_domain(domain: Domain, days: list[date], run_id: str, fresh_after=None,
         source_step(domain, days, run_id, conn_id)
     with _timed(timings, "refresh_state"):
         dates = pipeline.run(pipeline.refresh_states, domain, days, None, fresh_after, conn_id=conn_id)
-    with _timed(timings, "build"):
-        build_step(domain, dates, run_id, conn_id)
-    with _timed(timings, "validate"):
-        validation.validate_dates(domain, dates, run_id, conn_id, dag_id=domain.table)
+    build_step(domain, dates, run_id, conn_id, timings=timings)  # "build" and "validate"
     with _timed(timings, "publish"):
         pipeline.run(pipeline.publish, domain, dates, run_id, pipeline.late_data_reasons(dates, days),
                      conn_id=conn_id)

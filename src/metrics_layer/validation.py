@@ -297,12 +297,17 @@ def _gx_results(domain: Domain, suite: dict, relation: str, where: str, conn_id:
 
 
 def validate_dates(domain: Domain, dates: list[date], run_id: str | None,
-                   conn_id: str = "metrics_warehouse", dag_id: str | None = None) -> list[CheckResult]:
-    """Check the run's staged slice of every date: the GX suite, then the anomaly checks
-    (transient errors retried). Every result goes to metrics_ops.check_results, the outcome to
-    metrics_ops.validation_log. A failed `error` check on any date raises ValidationFailed
-    naming every failure, so none of the dates is published; failed `warn` checks are returned
-    (the caller alerts them and publishes)."""
+                   conn_id: str = "metrics_warehouse", dag_id: str | None = None,
+                   conn=None) -> list[CheckResult]:
+    """Check the run's staged slice of every date: the GX suite, then the anomaly checks.
+    Every result goes to metrics_ops.check_results, the outcome to metrics_ops.validation_log.
+    A failed `error` check on any date raises ValidationFailed naming every failure, so none of
+    the dates is published; failed `warn` checks are returned (the caller alerts them and
+    publishes).
+
+    `conn`: the connection that staged the dates (the build task validates what it built on
+    its own connection; the caller retries transient errors); without it, one new connection
+    for every date, transient errors retried here."""
     from metrics_layer import pipeline
     from metrics_layer.errors import ValidationFailed
 
@@ -322,7 +327,7 @@ def validate_dates(domain: Domain, dates: list[date], run_id: str | None,
         return summaries
 
     failed, warnings = [], []
-    for summary in pipeline.run(check, conn_id=conn_id):
+    for summary in check(conn) if conn is not None else pipeline.run(check, conn_id=conn_id):
         warnings += [r for r in summary.results if not r.success and not r.blocking]
         if not summary.success:
             failed.append(summary.describe())

@@ -307,7 +307,7 @@ def validate_dates(domain: Domain, dates: list[date], run_id: str | None,
 
     `conn`: the connection that staged the dates (the build task validates what it built on
     its own connection; the caller retries transient errors); without it, one new connection
-    for every date, transient errors retried here."""
+    for all the dates, transient errors retried here."""
     from metrics_layer import pipeline
     from metrics_layer.errors import ValidationFailed
 

@@ -424,32 +424,30 @@ def main() -> None:
     run_the_rest(args, result, long_wh, short_wh, today, started, save)
 
 
-LONG_TABLES = ("metrics_unified_domains", "metrics_api")
-
-
 def write_floor(wh: Warehouse, dates: list[date]) -> dict:
     """The physical floor of a backfill's output: the seconds to write the rows the range put in
     the two long tables, already computed, the cheapest way PostgreSQL can: each into a new
     unindexed table in one transaction (WAL-skipped under wal_level=minimal, as the range path's
     new partitions are), its indexes (the parent's definitions) built after, then committed.
     No query and no comparison is computed: any backfill writing these rows costs at least this."""
-    import re
+    from metrics_layer.pipeline import PARTITIONED_TABLES
 
     out = {}
     with wh.connect() as conn:
         conn.execute("drop schema if exists bench_floor cascade")
         conn.execute("create schema bench_floor")
-        for table in LONG_TABLES:
+        for qualified in PARTITIONED_TABLES:
+            schema, table = qualified.split(".")
             defs = [r[0] for r in conn.execute(
-                "select indexdef from pg_indexes where schemaname = 'entity' and tablename = %s order by 1",
-                (table,)).fetchall()]
+                "select indexdef from pg_indexes where schemaname = %s and tablename = %s order by 1",
+                (schema, table)).fetchall()]
             started = time.perf_counter()
             with conn.transaction():
-                conn.execute(f"create table bench_floor.{table} (like entity.{table} including defaults)")
-                rows = conn.execute(f"insert into bench_floor.{table} select * from entity.{table} "  # noqa: S608
+                conn.execute(f"create table bench_floor.{table} (like {qualified} including defaults)")
+                rows = conn.execute(f"insert into bench_floor.{table} select * from {qualified} "  # noqa: S608
                                     "where metric_date between %s and %s", (dates[0], dates[-1])).rowcount
                 for d in defs:
-                    conn.execute(re.sub(r"^CREATE (UNIQUE )?INDEX \S+ ON ONLY entity\.(\w+) ",
+                    conn.execute(re.sub(rf"^CREATE (UNIQUE )?INDEX \S+ ON ONLY {schema}\.(\w+) ",
                                         r"CREATE \1INDEX ON bench_floor.\2 ", d))
             out[table] = {"rows": rows, "seconds": round(time.perf_counter() - started, 1), "indexes": len(defs)}
         conn.execute("drop schema bench_floor cascade")

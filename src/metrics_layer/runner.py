@@ -100,9 +100,7 @@ def overview_step(run_id: str, forced: list[date], context=None,
             versions = pipeline.derived_versions(conn, domain, forced)
             for d in versions:
                 pipeline.build_staging(conn, domain, d, run_id)
-            if versions:
-                validation.validate_dates(domain, list(versions), run_id, conn_id, dag_id=UNIFIED_DAG_ID,
-                                          conn=conn)
+            validation.validate_dates(domain, list(versions), run_id, conn_id, dag_id=UNIFIED_DAG_ID, conn=conn)
             return versions
 
         versions = pipeline.run(stage, conn_id=conn_id)

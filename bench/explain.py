@@ -57,15 +57,16 @@ def main() -> None:
             plan(conn, f"{table}: the build query of one metric_date",
                  pipeline.build_select(registry[table]), {"metric_date": day})
             conn.rollback()
-        # metrics_api for customer_success, one date: the inputs, then the insert
+        # metrics_api for customer_success, one date: the inputs, then the insert (as build_api)
+        cs = registry["metrics_customer_success"]
+        conn.execute(f"create temp table api_target ({pipeline.API_TARGET_COLUMNS}) on commit drop")
+        plan(conn, "metrics_api inputs: api_target (customer_success, one date, from its domain table)",
+             sqlrender.render("unified/api_target.sql", d=cs), {"dates": [day], "run_id": "explain"})
         conn.execute("delete from entity.metrics_api where domain = 'customer_success' and metric_date = %s",
                      (day,))
-        titles = {"api_target": "api_target (customer_success, one date)",
-                  "api_prior": "api_prior (the five dates its comparisons point at)"}
-        for table, template in pipeline.API_INPUTS:
-            plan(conn, f"metrics_api inputs: {titles[table]}",
-                 f"create temp table {table} on commit drop as {sqlrender.render(template)}",
-                 {"domain": "customer_success", "dates": [day]})
+        plan(conn, "metrics_api inputs: api_prior (the five dates its comparisons point at)",
+             f"create temp table api_prior on commit drop as {sqlrender.render(pipeline.API_PRIOR)}",
+             {"domain": "customer_success", "dates": [day]})
         conn.execute("analyze pg_temp.api_target, pg_temp.api_prior")
         plan(conn, "metrics_api: the insert of one customer_success date", sqlrender.render("api/metrics_api.sql"),
              {})

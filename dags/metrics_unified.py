@@ -1,6 +1,7 @@
 """Airflow DAG `metrics_unified`, the fan-in: whenever any domain table publishes (its Asset),
-rebuild the stale slices of `entity.metrics_unified_domains`, the long-format table the guide's
-cross-domain queries read (metric_date, domain, entity_id, metric_name, metric_value,
+rebuild the stale slices of `entity.metrics_api`, the long-format table of every metric value
+with its time comparisons, which the guide's cross-domain queries read through the view
+`entity.metrics_unified_domains` (metric_date, domain, entity_id, metric_name, metric_value,
 importance_tier).
 
 A (domain, metric_date) slice is stale when the domain published that date after the slice was

@@ -1,8 +1,8 @@
 """entity.metrics_api: the time comparisons of every unified value, golden rules by hand.
 
-Inputs are hand-built rows of the unified table (the only table metrics_api reads besides the
-catalog); the SQL under test is sql/api/metrics_api.sql through pipeline.build_api, and an end to
-end test runs the real fan-in on published days.
+Inputs are hand-built, published rows of the domain tables (what metrics_api is built from,
+besides the catalog); the SQL under test is sql/api/*.sql through pipeline.build_api, and an end
+to end test runs the real fan-in on published days.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from decimal import Decimal
 
 import pytest
 
-from helpers import load_fixture
+from helpers import load_fixture, put_values
 from metrics_layer import pipeline
 from metrics_layer.registry import load_registry
 
@@ -26,19 +26,8 @@ def schema(conn):
 
 
 def _put(conn, domain: str, metric: str, values: dict, entity: str = "all") -> None:
-    """Unified rows (and their slices) of one entity's metric: {metric_date: value}."""
-    m = REGISTRY[domain].metric(metric)
-    with conn.cursor() as cur:  # the fan-in attaches a month's partition before it writes there
-        pipeline.ensure_partitions(cur, "entity.metrics_unified_domains", values)
-    for d, v in values.items():
-        conn.execute(
-            "insert into entity.metrics_unified_domains (metric_date, domain, entity_type, entity_id, "
-            "entity_name, metric_name, metric_value, importance_tier, unit) values "
-            "(%s, %s, 'x', %s, null, %s, %s, %s, %s) on conflict (metric_date, domain, entity_id, "
-            "metric_name) do update set metric_value = excluded.metric_value",
-            (d, domain, entity, metric, v, m.tier, m.unit))
-        conn.execute("insert into metrics_ops.unified_slices (domain, metric_date, source_version, built_at, "
-                      "row_count) values (%s, %s, 0, now(), 1) on conflict do nothing", (domain, d))
+    """Published values of one entity's metric in its domain table: {metric_date: value}."""
+    put_values(conn, REGISTRY[domain], metric, values, entity)
 
 
 def _api(conn, domain: str, metric: str, d: date, entity: str = "all") -> dict:
@@ -89,8 +78,8 @@ def test_direction_decides_improvement(schema):
     _put(schema, "customer_success", "churn_risk_score", {date(2026, 3, 1): 40, date(2026, 3, 2): 35},
          entity="7")
     _put(schema, "marketing", "total_ad_spend_active", {date(2026, 3, 1): 100, date(2026, 3, 2): 150})
-    _build(schema, "customer_success", [date(2026, 3, 2)])
-    _build(schema, "marketing", [date(2026, 3, 2)])
+    _build(schema, "customer_success", [date(2026, 3, 1), date(2026, 3, 2)])
+    _build(schema, "marketing", [date(2026, 3, 1), date(2026, 3, 2)])
     churn = _api(schema, "customer_success", "churn_risk_score", date(2026, 3, 2), entity="7")
     assert (churn["direction"], churn["is_improving"], churn["pct_change_1d"]) == (
         "lower_is_better", True, Decimal("-12.50"))
@@ -109,7 +98,7 @@ def test_period_to_date_totals_of_an_additive_metric(schema):
             spend[d + timedelta(days=1)] = Decimal(d.day)  # the spend of day d is its day of month
             d += timedelta(days=1)
     _put(schema, "marketing", "ad_spend_1d", spend)
-    _build(schema, "marketing", [date(2026, 3, 4), date(2026, 3, 1)])
+    _build(schema, "marketing", spend)
     row = _api(schema, "marketing", "ad_spend_1d", date(2026, 3, 4))
     # snapshot of 03-03: MTD = March 1..3 = 1 + 2 + 3 = 6; prior MTD = February 1..3 = 6
     # QTD = Jan 1..Mar 3 = 496 (31 x 32 / 2) + 406 (28 x 29 / 2) + 6 = 908; prior QTD = the
@@ -122,6 +111,12 @@ def test_period_to_date_totals_of_an_additive_metric(schema):
     # January 1..28 (the same day of month, clamped) = 406
     first = _api(schema, "marketing", "ad_spend_1d", date(2026, 3, 1))
     assert (first["mtd_total"], first["prior_mtd_total"]) == (406, 406)
+    # a late correction of 03-01's spend (metric_date 03-02): 1 -> 101. The dates after it keep
+    # their own values and their totals take the new one: MTD of 03-04 = 101 + 2 + 3 = 106
+    _put(schema, "marketing", "ad_spend_1d", {date(2026, 3, 2): Decimal(101)})
+    assert _build(schema, "marketing", [date(2026, 3, 2)])[:3] == [date(2026, 3, 2), date(2026, 3, 3), date(2026, 3, 4)]
+    row = _api(schema, "marketing", "ad_spend_1d", date(2026, 3, 4))
+    assert (row["metric_value"], row["mtd_total"], row["ytd_total"], row["prior_mtd_total"]) == (3, 106, 1008, 6)
     # a non-additive metric gets no totals
     _put(schema, "marketing", "total_ad_spend_active", {date(2026, 3, 4): 1})
     _build(schema, "marketing", [date(2026, 3, 4)])
@@ -131,12 +126,38 @@ def test_period_to_date_totals_of_an_additive_metric(schema):
 def test_only_the_affected_dates_and_those_pointing_at_them_are_rebuilt(schema):
     days = [date(2026, 2, 28) + timedelta(days=i) for i in range(40)]  # 02-28 .. 04-08
     _put(schema, "product", "daily_active_users", dict.fromkeys(days, 1))
+    assert _build(schema, "product", days) == days  # the first build: every published date
     assert _build(schema, "product", [date(2026, 2, 28)]) == [
         date(2026, 2, 28), date(2026, 3, 1), date(2026, 3, 7),       # itself, +1 day, +7 days
         date(2026, 3, 28), date(2026, 3, 29), date(2026, 3, 30), date(2026, 3, 31)]  # + 1 month
     # an additive metric's domain also rebuilds the later dates of its period totals
     _put(schema, "marketing", "ad_spend_1d", dict.fromkeys(days, 1))
+    _build(schema, "marketing", days)
     assert len(_build(schema, "marketing", [date(2026, 3, 15)])) == 25  # 03-15 .. 04-08
+
+
+def test_a_republished_date_reaches_the_comparisons_of_the_dates_after_it(schema):
+    """A domain republishes 03-01 (a late correction): it is rebuilt from the domain table, and
+    the dates that compare with it keep their own values (read back from metrics_api) against the
+    new base, on both sides of a month's edge."""
+    days = {date(2026, 3, 1): 10, date(2026, 3, 2): 20, date(2026, 3, 8): 30, date(2026, 4, 1): 40}
+    _put(schema, "product", "daily_active_users", days)
+    _build(schema, "product", days)
+    assert _api(schema, "product", "daily_active_users", date(2026, 3, 2))["value_1d_ago"] == 10
+    _put(schema, "product", "daily_active_users", {date(2026, 3, 1): 16})
+    assert _build(schema, "product", [date(2026, 3, 1)]) == list(days)
+    assert _api(schema, "product", "daily_active_users", date(2026, 3, 1))["metric_value"] == 16
+    one_day = _api(schema, "product", "daily_active_users", date(2026, 3, 2))
+    assert (one_day["metric_value"], one_day["value_1d_ago"], one_day["pct_change_1d"]) == (20, 16, Decimal("25.00"))
+    week = _api(schema, "product", "daily_active_users", date(2026, 3, 8))
+    assert (week["metric_value"], week["value_7d_ago"], week["pct_change_7d"]) == (30, 16, Decimal("87.50"))
+    month = _api(schema, "product", "daily_active_users", date(2026, 4, 1))
+    assert (month["metric_value"], month["value_1m_ago"], month["pct_change_1m"]) == (40, 16, Decimal("150.00"))
+    # the slice records the publication it read
+    assert schema.execute("select source_version = (select version from metrics_ops.publish_log where "
+                          "target = 'metrics_product_analytics' and metric_date = '2026-03-01') from "
+                          "metrics_ops.unified_slices where domain = 'product' and metric_date = '2026-03-01'"
+                          ).fetchone()[0] is True
 
 
 def test_the_fan_in_maintains_metrics_api(conn):
@@ -145,8 +166,10 @@ def test_the_fan_in_maintains_metrics_api(conn):
     for d in (date(2026, 3, 9), date(2026, 3, 10)):
         pipeline.refresh_domain(conn, product, d, "golden")
     pipeline.build_unified(conn, "fan-in")
-    unified = conn.execute("select count(*) from entity.metrics_unified_domains").fetchone()[0]
-    assert conn.execute("select count(*) from entity.metrics_api").fetchone()[0] == unified > 0
+    # one row per non-null implemented metric value of the domain table
+    values = conn.execute("select " + " + ".join(f"count({m.name})" for m in product.unified)  # noqa: S608
+                          + f" from entity.{product.table}").fetchone()[0]
+    assert conn.execute("select count(*) from entity.metrics_api").fetchone()[0] == values > 0
     row = _api(conn, "product", "daily_active_users", date(2026, 3, 10))
     before = _api(conn, "product", "daily_active_users", date(2026, 3, 9))
     assert row["value_1d_ago"] == before["metric_value"]

@@ -1,7 +1,7 @@
-"""The two long tables (metrics_unified_domains, metrics_api) are partitioned by month of
-metric_date: the fan-in attaches a month's partition before it writes there, a layer of an
-earlier version (unpartitioned tables) is migrated with every row kept, and attaching a partition
-never makes a reader wait."""
+"""The long table metrics_api (read also through the view metrics_unified_domains) is partitioned
+by month of metric_date: the fan-in attaches a month's partition before it writes there, a layer
+of an earlier version (plain tables, and a unified table of its own) is migrated with every value
+kept, and attaching a partition never makes a reader wait."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from decimal import Decimal
 import psycopg
 import pytest
 
+from helpers import put_values
 from metrics_layer import pipeline
 from metrics_layer.registry import load_registry
 
@@ -31,117 +32,122 @@ def _bounds(conn, table: str) -> dict[str, str]:
         "join pg_class as c on c.oid = i.inhrelid where i.inhparent = %s::regclass", (table,)).fetchall())
 
 
-def _unified_rows(conn, values: dict[date, int], metric: str = "daily_active_users") -> None:
-    m = load_registry()["product"].metric(metric)
-    with conn.cursor() as cur:
-        pipeline.ensure_partitions(cur, UNIFIED, values)
-    for d, v in values.items():
-        conn.execute(
-            "insert into entity.metrics_unified_domains (metric_date, domain, entity_type, entity_id, "
-            "entity_name, metric_name, metric_value, importance_tier, unit) "
-            "values (%s, 'product', 'product', 'all', null, %s, %s, %s, %s)", (d, metric, v, m.tier, m.unit))
-        conn.execute("insert into metrics_ops.unified_slices (domain, metric_date, source_version, built_at, "
-                     "row_count) values ('product', %s, 0, now(), 1)", (d,))
+PRODUCT = load_registry()["product"]
+
+
+def _values(conn, values: dict[date, int]) -> None:
+    """Published product DAU values, built into metrics_api as the fan-in builds them."""
+    put_values(conn, PRODUCT, "daily_active_users", values)
+    with conn.transaction(), conn.cursor() as cur:
+        pipeline.build_api(cur, PRODUCT, sorted(values))
 
 
 def test_a_partition_per_month_bounded_by_the_month_across_a_year_end_and_a_leap_day(schema):
     with schema.cursor() as cur:
-        created = pipeline.ensure_partitions(cur, UNIFIED, [date(2025, 12, 31), date(2026, 1, 1),
-                                                           date(2024, 2, 29), date(2026, 1, 31)])
-        assert created == [f"{UNIFIED}_y2024m02", f"{UNIFIED}_y2025m12", f"{UNIFIED}_y2026m01"]
-        assert pipeline.ensure_partitions(cur, UNIFIED, [date(2026, 1, 15)]) == []  # already there
-    assert _bounds(schema, UNIFIED) == {
-        "metrics_unified_domains_y2024m02": "FOR VALUES FROM ('2024-02-01') TO ('2024-03-01')",
-        "metrics_unified_domains_y2025m12": "FOR VALUES FROM ('2025-12-01') TO ('2026-01-01')",
-        "metrics_unified_domains_y2026m01": "FOR VALUES FROM ('2026-01-01') TO ('2026-02-01')",
+        created = pipeline.ensure_partitions(cur, API, [date(2025, 12, 31), date(2026, 1, 1),
+                                                       date(2024, 2, 29), date(2026, 1, 31)])
+        assert created == [f"{API}_y2024m02", f"{API}_y2025m12", f"{API}_y2026m01"]
+        assert pipeline.ensure_partitions(cur, API, [date(2026, 1, 15)]) == []  # already there
+    assert _bounds(schema, API) == {
+        "metrics_api_y2024m02": "FOR VALUES FROM ('2024-02-01') TO ('2024-03-01')",
+        "metrics_api_y2025m12": "FOR VALUES FROM ('2025-12-01') TO ('2026-01-01')",
+        "metrics_api_y2026m01": "FOR VALUES FROM ('2026-01-01') TO ('2026-02-01')",
     }
     # each partition has the parent's indexes and autovacuum tuned to a month's rows
     options = schema.execute("select reloptions from pg_class where oid = %s::regclass",
-                             (f"{UNIFIED}_y2026m01",)).fetchone()[0]
+                             (f"{API}_y2026m01",)).fetchone()[0]
     assert "autovacuum_vacuum_scale_factor=0.02" in options
     assert "autovacuum_analyze_scale_factor=0.01" in options
     indexes = schema.execute("select count(*) from pg_index where indrelid = %s::regclass",
-                             (f"{UNIFIED}_y2026m01",)).fetchone()[0]
-    assert indexes == 2  # the primary key and (domain, metric_name, metric_date, entity_id)
+                             (f"{API}_y2026m01",)).fetchone()[0]
+    assert indexes == 3  # the primary key, (domain, metric_name, metric_date, entity_id), (domain, entity_id, ...)
     # a date of a month with no partition is refused, never stored somewhere else
     with pytest.raises(psycopg.errors.CheckViolation, match="no partition"):
-        schema.execute("insert into entity.metrics_unified_domains values ('2026-02-01', 'product', "
-                       "'product', 'all', null, 'daily_active_users', 1, 'tier_1', 'users')")
+        schema.execute("insert into entity.metrics_api (metric_date, domain, entity_type, entity_id, metric_name, "
+                       "metric_value, unit, importance_tier, direction) values ('2026-02-01', 'product', "
+                       "'product', 'all', 'daily_active_users', 1, 'users', 'tier_1', 'higher_is_better')")
 
 
 def test_comparisons_read_across_partitions_at_a_year_end(schema):
-    _unified_rows(schema, {date(2025, 12, 1): 40, date(2025, 12, 25): 70, date(2025, 12, 31): 100,
-                           date(2026, 1, 1): 90})
-    with schema.transaction(), schema.cursor() as cur:
-        pipeline.build_api(cur, load_registry()["product"], [date(2026, 1, 1)])
+    _values(schema, {date(2025, 12, 1): 40, date(2025, 12, 25): 70, date(2025, 12, 31): 100,
+                     date(2026, 1, 1): 90})
     row = schema.execute(
         "select tableoid::regclass::text, value_1d_ago, value_7d_ago, value_1m_ago, pct_change_1d "
         "from entity.metrics_api where metric_date = '2026-01-01' and metric_name = 'daily_active_users'"
     ).fetchone()
     # stored in January's partition, compared with December's values in December's partition
     assert row == ("metrics_api_y2026m01", Decimal(100), Decimal(70), Decimal(40), Decimal("-10.00"))
-    assert set(_bounds(schema, API)) == {"metrics_api_y2026m01"}  # only the month it wrote
+    assert set(_bounds(schema, API)) == {"metrics_api_y2025m12", "metrics_api_y2026m01"}  # the months it wrote
+    # the view reads them through the parent: one row per value
+    assert schema.execute("select metric_date, metric_value from entity.metrics_unified_domains "
+                          "where metric_date >= '2025-12-31' order by 1").fetchall() == [
+        (date(2025, 12, 31), Decimal(100)), (date(2026, 1, 1), Decimal(90))]
 
 
-def test_an_unpartitioned_layer_is_migrated_with_every_row(schema):
-    """A warehouse migrated by an earlier version has plain tables: the migration moves their rows
-    into monthly partitions, in the migration's one transaction."""
-    _unified_rows(schema, {date(2026, 2, 28): 5, date(2026, 3, 1): 6, date(2026, 3, 31): 7})
-    with schema.transaction(), schema.cursor() as cur:
-        pipeline.build_api(cur, load_registry()["product"], [date(2026, 2, 28), date(2026, 3, 1), date(2026, 3, 31)])
-    dumps = {t: schema.execute(f"select t.*::text from {t} as t order by 1").fetchall() for t in (UNIFIED, API)}  # noqa: S608
-    assert len(dumps[UNIFIED]) == len(dumps[API]) == 3
-    # the earlier version's shape: the same columns in a plain table, with its indexes
-    earlier_indexes = {
-        UNIFIED: ["create index metrics_unified_domains_metric_entity_idx on entity.metrics_unified_domains "
-                  "(domain, metric_name, metric_date, entity_id)"],
-        API: ["create index metrics_api_metric_idx on entity.metrics_api (domain, metric_name, metric_date)",
-              "create index metrics_api_entity_idx on entity.metrics_api (domain, entity_id, metric_date)"],
-    }
-    for table in (UNIFIED, API):
-        name = table.split(".")[1]
-        schema.execute(f"create table entity.{name}_plain (like {table} including defaults)")
-        schema.execute(f"insert into entity.{name}_plain select * from {table}")  # noqa: S608
-        schema.execute(f"drop table {table}")
-        schema.execute(f"alter table entity.{name}_plain rename to {name}")
-        schema.execute(f"alter table {table} add primary key (metric_date, domain, entity_id, metric_name)")
-        for ddl in earlier_indexes[table]:
-            schema.execute(ddl)
-        assert schema.execute("select relkind from pg_class where oid = %s::regclass", (table,)).fetchone()[0] == "r"
+def test_an_earlier_layer_is_migrated_with_every_value(schema):
+    """A warehouse migrated by an earlier version has plain tables, and metrics_unified_domains
+    is a table of its own (a copy of metrics_api's first columns): the migration moves
+    metrics_api's rows into monthly partitions and replaces the unified table by the view, in the
+    migration's one transaction. A slice the old table had but metrics_api never got is built
+    again by the next fan-in."""
+    _values(schema, {date(2026, 2, 28): 5, date(2026, 3, 1): 6, date(2026, 3, 31): 7, date(2026, 3, 15): 8})
+    # 03-15 was in the old unified table only (its metrics_api slice never built)
+    schema.execute("delete from entity.metrics_api where metric_date = '2026-03-15'")
+    schema.execute("delete from metrics_ops.api_slices where metric_date = '2026-03-15'")
+    dump = schema.execute(f"select t.*::text from {API} as t order by 1").fetchall()  # noqa: S608
+    assert len(dump) == 3
+    # the earlier version's shape: plain tables with their indexes
+    schema.execute(f"create table entity.metrics_api_plain (like {API} including defaults)")
+    schema.execute(f"insert into entity.metrics_api_plain select * from {API}")  # noqa: S608
+    schema.execute(f"drop view {UNIFIED}")
+    schema.execute(f"drop table {API}")
+    schema.execute("alter table entity.metrics_api_plain rename to metrics_api")
+    schema.execute(f"alter table {API} add primary key (metric_date, domain, entity_id, metric_name)")
+    schema.execute("create index metrics_api_metric_idx on entity.metrics_api (domain, metric_name, metric_date)")
+    schema.execute("create index metrics_api_entity_idx on entity.metrics_api (domain, entity_id, metric_date)")
+    schema.execute(f"create table {UNIFIED} as select metric_date, domain, entity_type, entity_id, entity_name, "
+                   f"metric_name, metric_value, importance_tier, unit from {API}")  # noqa: S608
+    schema.execute(f"insert into {UNIFIED} values ('2026-03-15', 'product', 'product', 'all', null, "
+                   "'daily_active_users', 8, 'tier_1', 'users')")
+    schema.execute(f"alter table {UNIFIED} add primary key (metric_date, domain, entity_id, metric_name)")
     schema.execute("delete from metrics_ops.schema_version")  # as after an upgrade: the schema hash differs
 
     assert pipeline.ensure_schema(schema)
-    for table in (UNIFIED, API):
-        assert schema.execute("select relkind from pg_class where oid = %s::regclass", (table,)).fetchone()[0] == "p"
-        assert schema.execute(f"select t.*::text from {table} as t order by 1").fetchall() == dumps[table]  # noqa: S608
-        name = table.split(".")[1]
-        assert set(_bounds(schema, table)) == {f"{name}_y2026m02", f"{name}_y2026m03"}
+    assert schema.execute("select relkind from pg_class where oid = %s::regclass", (API,)).fetchone()[0] == "p"
+    assert schema.execute(f"select t.*::text from {API} as t order by 1").fetchall() == dump  # noqa: S608
+    assert set(_bounds(schema, API)) == {"metrics_api_y2026m02", "metrics_api_y2026m03"}
     assert schema.execute("select to_regclass('entity.metrics_api_unpartitioned')").fetchone()[0] is None
+    assert schema.execute("select relkind from pg_class where oid = %s::regclass", (UNIFIED,)).fetchone()[0] == "v"
     # the earlier metric index gave way to the covering one, on the table and every partition
     indexes = {r[0]: r[1] for r in schema.execute(
         "select c.relname, pg_get_indexdef(c.oid) from pg_index as i join pg_class as c on c.oid = i.indexrelid "
         "where i.indrelid = any(array(select inhrelid from pg_inherits where inhparent = %s::regclass) "
-        "|| %s::regclass)", (UNIFIED, UNIFIED)).fetchall()}
+        "|| %s::regclass)", (API, API)).fetchall()}
     covering = [d for d in indexes.values() if "(domain, metric_name, metric_date, entity_id)" in d]
     assert len(covering) == 3 and all(d.endswith("INCLUDE (metric_value, importance_tier)") for d in covering)
-    assert not [n for n in indexes if "metric_entity" in n]
-    # the reader function over the unified table still answers
+    assert not [n for n in indexes if n.startswith("metrics_api_metric_idx")]
+    # 03-15 is stale again, and the next fan-in builds it from the domain table
+    assert pipeline.stale_slices(schema) == {"product": [date(2026, 3, 15)]}
+    assert pipeline.build_unified(schema, "fan-in") == {"product": 1}
+    assert schema.execute(f"select metric_date, metric_value from {UNIFIED} where metric_date >= '2026-03-01' "  # noqa: S608
+                          "order by 1").fetchall() == [(date(2026, 3, 1), 6), (date(2026, 3, 15), 8), (date(2026, 3, 31), 7)]
+    # the reader function over the unified view still answers
     assert schema.execute("select entity.metric_value_as_of('product', 'daily_active_users', date '2026-03-01', "
                           "'all', now())").fetchone()[0] == 6
 
 
 def test_attaching_a_month_never_makes_a_reader_wait(schema, pg_server):
-    """A reader in the middle of a long transaction on the unified table (a dashboard's query,
+    """A reader in the middle of a long transaction on the unified view (a dashboard's query,
     an analyst's session) neither blocks the fan-in attaching a new month, nor waits for the
     fan-in's open transaction that attached it."""
-    _unified_rows(schema, {date(2026, 3, 31): 1})
+    _values(schema, {date(2026, 3, 31): 1})
     kwargs = {"host": schema.info.host, "dbname": schema.info.dbname, "user": schema.info.user}
     with psycopg.connect(**kwargs) as reader, psycopg.connect(**kwargs) as writer:
         assert reader.execute("select count(*) from entity.metrics_unified_domains").fetchone()[0] == 1
         # reader's transaction stays open, holding its ACCESS SHARE lock on the parent
         writer.execute("set lock_timeout = '2s'")
         with writer.cursor() as cur:
-            assert pipeline.ensure_partitions(cur, UNIFIED, [date(2026, 4, 1)]) == [f"{UNIFIED}_y2026m04"]
+            assert pipeline.ensure_partitions(cur, API, [date(2026, 4, 1)]) == [f"{API}_y2026m04"]
         # the writer's transaction is still open (holding what ATTACH took): another reader reads
         done = threading.Event()
 
@@ -157,4 +163,4 @@ def test_attaching_a_month_never_makes_a_reader_wait(schema, pg_server):
         assert done.is_set()
         writer.commit()
         reader.commit()
-    assert set(_bounds(schema, UNIFIED)) == {"metrics_unified_domains_y2026m03", "metrics_unified_domains_y2026m04"}
+    assert set(_bounds(schema, API)) == {"metrics_api_y2026m03", "metrics_api_y2026m04"}

@@ -105,23 +105,23 @@ def test_metrics_reader_sees_todays_utc_snapshot_whatever_the_database_zone(
 
 
 def test_metrics_reader_reads_entity_only_and_cannot_write(pg_server, published):
-    # the tables readers query (a partition of the two long tables is read through its parent)
+    # the tables readers query (a partition of the long table is read through its parent)
     entity_tables = [r[0] for r in published.execute(
         "select c.relname from pg_class as c where c.relnamespace = 'entity'::regnamespace "
         "and c.relkind in ('r', 'p') and not c.relispartition order by 1").fetchall()]
     partitions = [r[0] for r in published.execute(
         "select c.relname from pg_class as c where c.relnamespace = 'entity'::regnamespace "
         "and c.relkind = 'r' and c.relispartition order by 1").fetchall()]
-    assert {p.rsplit("_y", 1)[0] for p in partitions} == {"metrics_api", "metrics_unified_domains"}
+    assert {p.rsplit("_y", 1)[0] for p in partitions} == {"metrics_api"}
     private_tables = [f"{s}.{t}" for s, t in published.execute(
         "select schemaname, tablename from pg_tables where schemaname = any(%s) order by 1, 2",
         (list(PRIVATE_SCHEMAS),)).fetchall()]
-    # four domains, the company overview, the unified table, metrics_api, the catalog
-    assert len(entity_tables) == 8
+    # four domains, the company overview, metrics_api, the catalog (metrics_unified_domains is a view)
+    assert len(entity_tables) == 7
     assert {t.split(".")[0] for t in private_tables} == set(PRIVATE_SCHEMAS)
 
     with _connect(pg_server, "metrics_reader") as reader:
-        for table in entity_tables + partitions:
+        for table in [*entity_tables, *partitions, "metrics_unified_domains"]:
             assert reader.execute(f"select count(*) from entity.{table}").fetchone()[0] > 0, table
         for table in private_tables:
             with pytest.raises(psycopg.errors.InsufficientPrivilege):

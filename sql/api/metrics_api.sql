@@ -1,14 +1,16 @@
--- entity.metrics_api rows of one domain for the metric_dates in `dates` (the caller deletes them
--- first, in the same transaction). The rules are in sql/ops/30_metrics_api.sql.
--- Reads two temporary tables the caller fills and ANALYZEs just before (api/target.sql, api/prior.sql):
--- api_target, the unified values of `dates` with their catalog facts, and api_prior, the unified
--- values of every date a comparison of `dates` points at. Their statistics are exact, so every
--- join below is planned on real row counts. Against entity.metrics_unified_domains directly, a
--- day written since the last ANALYZE looked empty to the planner (with under 100 days of
--- history every date is in the statistics' most-common list, and a new one is estimated at one
--- row): one day of 148,000 values took from 0.4 s to six minutes depending on autovacuum's
--- timing. Period-to-date totals (additive metrics only) still read the unified table, through
--- its primary key, one entity and metric at a time.
+-- entity.metrics_api rows of one domain for the metric_dates in `dates`, a month of them at a
+-- time (the caller deletes them first, in the same transaction). The rules are in
+-- sql/ops/30_metrics_api.sql.
+-- Reads two temporary tables the caller fills and ANALYZEs just before (unified/api_target.sql,
+-- api/target_kept.sql, api/prior.sql): api_target, the values of `dates` with their catalog
+-- facts, and api_prior, the values of every date a comparison of `dates` points at. Their
+-- statistics are exact, so every join below is planned on real row counts. Against the long
+-- table directly, a day written since the last ANALYZE looked empty to the planner (with under
+-- 100 days of history every date is in the statistics' most-common list, and a new one is
+-- estimated at one row): one day of 148,000 values took from 0.4 s to six minutes depending on
+-- autovacuum's timing. Period-to-date totals (additive metrics only) read, one entity and metric
+-- at a time, the earlier dates from metrics_api (through metrics_api_metric_value_idx) and the
+-- dates being built from api_target (through its index on the same keys).
 insert into entity.metrics_api (
     metric_date, domain, entity_type, entity_id, entity_name, metric_name, metric_value, unit,
     importance_tier, direction,
@@ -87,10 +89,23 @@ totals as (
             sum(x.metric_value) filter (where x.metric_date - 1 >= t.month_start) as mtd_total,
             sum(x.metric_value) filter (where x.metric_date - 1 >= t.quarter_start) as qtd_total,
             sum(x.metric_value) as ytd_total
-        from entity.metrics_unified_domains as x
-        where
-            x.domain = t.domain and x.metric_name = t.metric_name and x.entity_id = t.entity_id
-            and x.metric_date - 1 >= t.year_start and x.metric_date <= t.metric_date
+        from (
+            select
+                a.metric_date,
+                a.metric_value
+            from entity.metrics_api as a
+            where
+                a.domain = t.domain and a.metric_name = t.metric_name and a.entity_id = t.entity_id
+                and a.metric_date - 1 >= t.year_start and a.metric_date <= t.metric_date
+            union all
+            select
+                b.metric_date,
+                b.metric_value
+            from pg_temp.api_target as b
+            where
+                b.metric_name = t.metric_name and b.entity_id = t.entity_id
+                and b.metric_date - 1 >= t.year_start and b.metric_date <= t.metric_date
+        ) as x
     ) as ptd on true
     -- the previous period through the same day (clamped to that period's month end)
     left join lateral (
@@ -106,11 +121,25 @@ totals as (
             sum(x.metric_value) filter (
                 where x.metric_date - 1 <= (t.last_day - interval '1 year')::date
             ) as prior_ytd_total
-        from entity.metrics_unified_domains as x
-        where
-            x.domain = t.domain and x.metric_name = t.metric_name and x.entity_id = t.entity_id
-            and x.metric_date - 1 >= (t.year_start - interval '1 year')::date
-            and x.metric_date - 1 <= (t.last_day - interval '1 month')::date
+        from (
+            select
+                a.metric_date,
+                a.metric_value
+            from entity.metrics_api as a
+            where
+                a.domain = t.domain and a.metric_name = t.metric_name and a.entity_id = t.entity_id
+                and a.metric_date - 1 >= (t.year_start - interval '1 year')::date
+                and a.metric_date - 1 <= (t.last_day - interval '1 month')::date
+            union all
+            select
+                b.metric_date,
+                b.metric_value
+            from pg_temp.api_target as b
+            where
+                b.metric_name = t.metric_name and b.entity_id = t.entity_id
+                and b.metric_date - 1 >= (t.year_start - interval '1 year')::date
+                and b.metric_date - 1 <= (t.last_day - interval '1 month')::date
+        ) as x
     ) as prior on true
     where t.additive
 ),

@@ -46,8 +46,9 @@ create table if not exists metrics_ops.publish_history (
 create index if not exists publish_history_run_idx
 on metrics_ops.publish_history (target, metric_date, run_id);
 
--- The fan-in's bookkeeping: per (domain, metric_date) slice of metrics_unified_domains, the
--- domain publication (version) it was built from, read in the same snapshot as the rows.
+-- The fan-in's bookkeeping: per (domain, metric_date) slice of the long table (entity.metrics_api,
+-- and so the view metrics_unified_domains), the domain publication (version) its values were
+-- read from, in the same snapshot as the rows, and how many values it has.
 create table if not exists metrics_ops.unified_slices (
     domain text not null,
     metric_date date not null,

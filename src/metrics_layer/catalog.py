@@ -56,8 +56,9 @@ def _domain_md(d: Domain) -> list[str]:
 
 COMPARISONS_MD = """## Time comparisons: `entity.metrics_api`
 
-One row per `metric_date`, domain, entity and metric of `metrics_unified_domains`, with the value,
-its unit, tier and direction, and:
+One row per `metric_date`, domain, entity and implemented metric with a non-null value, with the
+value, its unit, tier and direction (the view `metrics_unified_domains` shows these first
+columns), and:
 
 | columns | rule |
 |---|---|
@@ -72,8 +73,8 @@ its unit, tier and direction, and:
 | `prior_mtd_total`, `prior_qtd_total`, `prior_ytd_total` | the same days of the previous period: its first day through the same day of month (clamped to its month end) |
 | `is_improving` | compared with the day before, from the direction: higher (or lower) is better; NULL for neutral metrics, an unchanged value or no value the day before |
 
-The fan-in maintains it per metric_date: the dates it rebuilt in the unified table and the later
-dates whose comparisons point at them, never all of history.
+The fan-in maintains it per metric_date: the dates a domain (re)published and the later dates
+whose comparisons point at them, never all of history.
 """.splitlines()
 
 

@@ -250,7 +250,8 @@ def unified_dag(doc_md: str = "") -> DAG:
         @task(outlets=[unified], trigger_rule="all_done")
         @_task_errors
         def build_unified(outlet_events=None):
-            """Rebuild the stale (domain, metric_date) slices of metrics_unified_domains."""
+            """Rebuild the stale (domain, metric_date) slices of metrics_api (and of the view
+            metrics_unified_domains, the Asset this task emits)."""
             from metrics_layer import runner
 
             context = get_current_context()

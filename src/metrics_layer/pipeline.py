@@ -40,16 +40,24 @@ log = logging.getLogger(__name__)
 WAREHOUSE_CONN_ID = "metrics_warehouse"
 ENTITY_SCHEMA = "entity"
 STAGING_SCHEMA = "metrics_staging"
+# the view of metrics_api the guide's queries read (sql/views/05_unified.sql); also the publish_log
+# target the fan-in records a date under, once every domain's slice of it is built
 UNIFIED_TABLE = "metrics_unified_domains"
+API_TABLE = "metrics_api"
 SEARCH_PATH = '"$user", public, entity'
 # abandoned staged slices (a run killed for good) are swept after this long
 STAGE_TTL = timedelta(days=2)
 # metrics_api is rebuilt by statements of at most this many dates
 API_CHUNK_DAYS = 31
-# metrics_api's inputs: temporary tables filled from these queries (pipeline.build_api)
-API_INPUTS = (("api_target", "api/target.sql"), ("api_prior", "api/prior.sql"))
-# the long tables, one row per entity, metric and day: partitioned by month of metric_date
-PARTITIONED_TABLES = (f"{ENTITY_SCHEMA}.{UNIFIED_TABLE}", f"{ENTITY_SCHEMA}.metrics_api")
+# metrics_api's inputs: the columns of the temporary table api_target (filled by unified/api_target.sql
+# from a domain table, or by api/target_kept.sql from metrics_api) and the query that fills
+# api_prior (pipeline.build_api)
+API_TARGET_COLUMNS = ("metric_date date, domain text, entity_type text, entity_id text, entity_name text, "
+                      "metric_name text, metric_value numeric, importance_tier text, unit text, "
+                      "direction text, additive boolean")
+API_PRIOR = "api/prior.sql"
+# the long table, one row per entity, metric and day: partitioned by month of metric_date
+PARTITIONED_TABLES = (f"{ENTITY_SCHEMA}.{API_TABLE}",)
 # A month's partition is vacuumed and analyzed by autovacuum after 2% (1%) of its rows changed,
 # instead of the default 20% (10%) of a table: a rewritten day's dead rows are cleaned and a new
 # day enters the statistics within minutes, not weeks (a rerun day's dead versions made the
@@ -248,6 +256,36 @@ def analyze_partitions(cur, table: str, dates, rows: int) -> None:
         analyze_if_grown(cur, partition_name(table, m), rows)
 
 
+def _retire_unified_table(cur) -> None:
+    """Before the DDL: metrics_unified_domains of an earlier version, a table (partitioned or not)
+    holding a copy of metrics_api's first columns, is dropped, and the view that replaces it is
+    created by the late statements of the same migration. Its slices whose metrics_api rows were
+    never built (possible only before the fan-in wrote both in one transaction) are forgotten, so
+    the next fan-in builds them from the domain tables. A view or function of the warehouse's own
+    that depends on the table makes the migration fail with PostgreSQL's message naming it,
+    instead of being dropped with it."""
+    cur.execute("select c.relkind from pg_class as c where c.oid = to_regclass(%s)",
+                (f"{ENTITY_SCHEMA}.{UNIFIED_TABLE}",))
+    row = cur.fetchone()
+    if not row or row[0] not in ("r", "p"):
+        return
+    forgotten = 0
+    cur.execute("select to_regclass('metrics_ops.unified_slices') is not null, "
+                "to_regclass('metrics_ops.api_slices') is not null")
+    has_slices, has_api_slices = cur.fetchone()
+    if has_slices and has_api_slices:
+        cur.execute("delete from metrics_ops.unified_slices as u where not exists (select 1 from "
+                    "metrics_ops.api_slices as a where a.domain = u.domain and a.metric_date = u.metric_date)")
+        forgotten = cur.rowcount
+    elif has_slices:  # a layer from before metrics_api: every slice is built again
+        cur.execute("delete from metrics_ops.unified_slices")
+        forgotten = cur.rowcount
+    cur.execute(sql.SQL("drop table {}").format(sql.Identifier(ENTITY_SCHEMA, UNIFIED_TABLE)))
+    log.warning("%s.%s: the table is replaced by a view of %s (a one-time migration; %d slice(s) "
+                "without comparisons are rebuilt by the next fan-in)", ENTITY_SCHEMA, UNIFIED_TABLE,
+                API_TABLE, forgotten)
+
+
 def _set_aside_unpartitioned(cur) -> list[str]:
     """Before the DDL: a long table of an earlier version, not partitioned yet, is renamed (with
     its indexes) to <name>_unpartitioned, so the DDL creates the partitioned table; its rows
@@ -441,6 +479,7 @@ def migrate(conn) -> str:
             if cur.fetchone()[0]:
                 cur.execute(f"drop table {STAGING_SCHEMA}.{domain.table}")
         _drop_redefined_states(cur)
+        _retire_unified_table(cur)
         unpartitioned = _set_aside_unpartitioned(cur)
         for stmt in schema_statements():
             cur.execute(stmt)
@@ -902,11 +941,12 @@ def stale_slices(conn) -> dict[str, list[date]]:
 
 
 def build_unified(conn, run_id: str | None = None, force_dates: list[date] | None = None) -> dict:
-    """Rebuild the stale (domain, metric_date) slices of metrics_unified_domains (plus every
-    domain's slice of `force_dates`) in one transaction. Each domain's slice is inserted by one
-    statement that also records the publication version it read, from the same snapshot: a
-    domain publishing meanwhile stays stale and is picked up by the next run. Returns
-    {domain: rows}."""
+    """Rebuild the stale (domain, metric_date) slices of the long table metrics_api (and so of the
+    view metrics_unified_domains), plus every domain's slice of `force_dates`, with the later
+    dates whose comparisons point at them, in one transaction. Each slice's values are read from
+    its domain table by the statement that records the publication version it read, from the
+    same snapshot: a domain publishing meanwhile stays stale and is picked up by the next run.
+    Returns {domain: values of the stale dates}."""
     registry = load_registry()
     with conn.transaction(), conn.cursor() as cur:
         _advisory_xact_lock(cur, "metrics_layer:unified")
@@ -924,49 +964,31 @@ def build_unified(conn, run_id: str | None = None, force_dates: list[date] | Non
             domain = registry[name]
             if not dates or domain.table not in existing:
                 continue
-            ensure_partitions(cur, f"{ENTITY_SCHEMA}.{UNIFIED_TABLE}", dates)
-            cur.execute(f"delete from {ENTITY_SCHEMA}.{UNIFIED_TABLE} "  # noqa: S608
-                        "where domain = %s and metric_date = any(%s)", (name, dates))
-            cur.execute(sqlrender.render("unified/metrics_unified_domains.sql", d=domain),
-                        {"dates": dates, "run_id": run_id})
+            build_api(cur, domain, dates, run_id)
             cur.execute("select coalesce(sum(row_count), 0) from metrics_ops.unified_slices "
                         "where domain = %s and metric_date = any(%s)", (name, dates))
             summary[name] = int(cur.fetchone()[0])
-            # the comparisons below join these rows: plan them with their real counts
-            analyze_partitions(cur, f"{ENTITY_SCHEMA}.{UNIFIED_TABLE}", dates, summary[name])
             all_dates.update(dates)
-            build_api(cur, domain, dates, run_id)
-            log.info("%s: rebuilt %s for %d date(s) %s..%s", UNIFIED_TABLE, name, len(dates),
-                     dates[0], dates[-1])
-        # metrics_api slices never built (a new deployment, or the table added later)
-        for name, domain in registry.items():
-            if name not in work or not work[name]:
-                cur.execute("select s.metric_date from metrics_ops.unified_slices as s where s.domain = %s "
-                            "and not exists (select 1 from metrics_ops.api_slices as a where "
-                            "a.domain = s.domain and a.metric_date = s.metric_date) order by 1", (name,))
-                missing = [r[0] for r in cur.fetchall()]
-                if missing:
-                    build_api(cur, domain, missing, run_id)
         if all_dates:
-            # each slice's row count was recorded by the statement that inserted it; their sum is
-            # the day's rows without counting ~150,000 index entries a day again
+            # each slice's row count was recorded by the statement that read it; their sum is
+            # the day's values without counting ~150,000 index entries a day again
             cur.execute("select metric_date, sum(row_count)::bigint from metrics_ops.unified_slices "
                         "where metric_date = any(%s) group by 1", (sorted(all_dates),))
             for d, n in cur.fetchall():
                 _log_publication(cur, UNIFIED_TABLE, [d], run_id, n)
     if not summary:
-        log.info("%s: nothing stale, nothing rebuilt", UNIFIED_TABLE)
+        log.info("%s: nothing stale, nothing rebuilt", API_TABLE)
     return summary
 
 
 # ---------------------------------------------------------------------------- comparisons
 
 def api_dates(cur, domain: Domain, changed: list[date]) -> list[date]:
-    """The metric_dates of metrics_api to rebuild when the unified values of `changed` dates
-    changed: those dates and every later date whose comparisons point at one of them (1 and 7
-    days, 1 month (clamped: several dates can point at a month's last day), 1 year, 364 days;
-    and the rest of the year for the period-to-date totals of additive metrics), among the dates
-    the unified table holds for the domain."""
+    """The metric_dates of metrics_api to rebuild when the values of `changed` dates changed:
+    those dates and every later date whose comparisons point at one of them (1 and 7 days, 1
+    month (clamped: several dates can point at a month's last day), 1 year, 364 days; and the
+    rest of the year for the period-to-date totals of additive metrics), among the dates the
+    domain has slices of."""
     additive = any(m.additive for m in domain.unified)
     cur.execute(
         """
@@ -987,8 +1009,9 @@ def api_dates(cur, domain: Domain, changed: list[date]) -> list[date]:
             select g::date from generate_series(s.d + 1, s.d + 732, interval '1 day') as g
             where %(additive)s
         ) as c
-        where exists (select 1 from metrics_ops.unified_slices as u
-                      where u.domain = %(domain)s and u.metric_date = c.x)
+        where c.x = any(%(changed)s::date[])
+            or exists (select 1 from metrics_ops.unified_slices as u
+                       where u.domain = %(domain)s and u.metric_date = c.x)
         order by 1
         """,
         {"changed": sorted(changed), "additive": additive, "domain": domain.name},
@@ -997,35 +1020,49 @@ def api_dates(cur, domain: Domain, changed: list[date]) -> list[date]:
 
 
 def build_api(cur, domain: Domain, changed: list[date], run_id: str | None = None) -> list[date]:
-    """Rebuild entity.metrics_api for `changed` dates of `domain` and the dates whose
-    comparisons point at them (inside the caller's transaction). Returns the dates rebuilt."""
+    """Rebuild entity.metrics_api for the `changed` dates of `domain` (their values read from the
+    domain table, their slices recorded in metrics_ops.unified_slices) and for the dates whose
+    comparisons point at them (their values kept), inside the caller's transaction, a month of
+    dates at a time, oldest first: a month's comparisons read the earlier months already
+    rebuilt. Returns the dates rebuilt."""
     dates = api_dates(cur, domain, changed)
     if not dates:
         return []
-    ensure_partitions(cur, "entity.metrics_api", dates)
-    cur.execute("delete from entity.metrics_api where domain = %s and metric_date = any(%s)",
-                (domain.name, dates))
+    new = set(changed)
+    ensure_partitions(cur, f"{ENTITY_SCHEMA}.{API_TABLE}", dates)
+    # the inputs in two small temporary tables with exact statistics (see api/metrics_api.sql)
+    cur.execute(f"create temp table api_target ({API_TARGET_COLUMNS}) on commit drop")
+    if any(m.additive for m in domain.unified):  # the period totals' lookups of the dates being built
+        cur.execute("create index on pg_temp.api_target (metric_name, entity_id, metric_date)")
     rows = 0
     # a month of dates a statement: a year's rebuild hashes a month of comparisons at a time
     chunks = [dates[i:i + API_CHUNK_DAYS] for i in range(0, len(dates), API_CHUNK_DAYS)]
     for n, chunk in enumerate(chunks):
-        # the inputs in two small temporary tables with exact statistics (see metrics_api.sql)
-        for table, template in API_INPUTS:
-            select, params = sqlrender.render(template), {"domain": domain.name, "dates": chunk}
-            if n == 0:
-                cur.execute(f"create temp table {table} on commit drop as {select}", params)
-            else:
-                # Emptied in place: a table created in this transaction is truncated at once,
-                # where a dropped one keeps its files until the commit (a year's rebuild kept
-                # twelve months of them, ~24 GB at SCALE=10, and filled the disk)
-                cur.execute(f"truncate pg_temp.{table}")
-                cur.execute(f"insert into pg_temp.{table} {select}", params)  # noqa: S608
+        if n:
+            # Emptied in place: a table created in this transaction is truncated at once, where
+            # a dropped one keeps its files until the commit (a year's rebuild kept twelve months
+            # of them, ~24 GB at SCALE=10, and filled the disk)
+            cur.execute("truncate pg_temp.api_target, pg_temp.api_prior")
+        fresh, kept = [d for d in chunk if d in new], [d for d in chunk if d not in new]
+        if fresh:
+            cur.execute(sqlrender.render("unified/api_target.sql", d=domain), {"dates": fresh, "run_id": run_id})
+        if kept:  # read before the delete below
+            cur.execute(sqlrender.render("api/target_kept.sql"), {"domain": domain.name, "dates": kept})
+        cur.execute(f"delete from {ENTITY_SCHEMA}.{API_TABLE} "  # noqa: S608
+                    "where domain = %s and metric_date = any(%s)", (domain.name, chunk))
+        prior, params = sqlrender.render(API_PRIOR), {"domain": domain.name, "dates": chunk}
+        if n:
+            cur.execute(f"insert into pg_temp.api_prior {prior}", params)  # noqa: S608
+        else:
+            cur.execute(f"create temp table api_prior on commit drop as {prior}", params)
         cur.execute("analyze pg_temp.api_target, pg_temp.api_prior")
         cur.execute(sqlrender.render("api/metrics_api.sql"))
-        rows += cur.rowcount
+        written = cur.rowcount
+        rows += written
+        # the next month's comparisons and totals read these rows: plan them with their counts
+        analyze_partitions(cur, f"{ENTITY_SCHEMA}.{API_TABLE}", chunk, written)
     cur.execute("truncate pg_temp.api_target, pg_temp.api_prior")
     cur.execute("drop table pg_temp.api_target, pg_temp.api_prior")
-    analyze_partitions(cur, "entity.metrics_api", dates, rows)
     cur.execute(
         """
         insert into metrics_ops.api_slices (domain, metric_date, built_at, run_id, row_count)
@@ -1037,7 +1074,8 @@ def build_api(cur, domain: Domain, changed: list[date], run_id: str | None = Non
         """,
         {"domain": domain.name, "dates": dates, "run_id": run_id},
     )
-    log.info("metrics_api: rebuilt %s for %d date(s) %s..%s", domain.name, len(dates), dates[0], dates[-1])
+    log.info("%s: rebuilt %s for %d date(s) %s..%s (%d of them republished)", API_TABLE, domain.name,
+             len(dates), dates[0], dates[-1], len(new & set(dates)))
     return dates
 
 

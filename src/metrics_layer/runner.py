@@ -115,7 +115,8 @@ def overview_step(run_id: str, forced: list[date], context=None,
 
 
 def unified_step(run_id: str, forced: list[date], conn_id: str = pipeline.WAREHOUSE_CONN_ID) -> dict:
-    """Rebuild the stale (domain, metric_date) slices of metrics_unified_domains and metrics_api."""
+    """Rebuild the stale (domain, metric_date) slices of metrics_api (and the view
+    metrics_unified_domains)."""
 
     def step(conn):
         pipeline.ensure_schema(conn)
@@ -152,8 +153,8 @@ def run_domain(domain: Domain, days: list[date], run_id: str, fresh_after=None,
 
 def run_fan_in(run_id: str, forced: list[date] | None = None, conn_id: str = pipeline.WAREHOUSE_CONN_ID,
                timings: dict | None = None) -> dict:
-    """The fan-in DAG run in this process: the company overview, then the unified table and
-    metrics_api. Returns the unified rebuild summary."""
+    """The fan-in DAG run in this process: the company overview, then metrics_api (and the view
+    metrics_unified_domains). Returns the rebuild summary."""
     with _timed(timings, "overview"):
         overview_step(run_id, forced or [], conn_id=conn_id)
     with _timed(timings, "unified"):

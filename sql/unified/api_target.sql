@@ -1,15 +1,17 @@
--- entity.metrics_unified_domains: one domain's slice for the metric_dates in `dates`, and the
--- bookkeeping of what it was built from, in ONE statement: the rows read from entity.<table>
--- and the publication version recorded in metrics_ops.unified_slices come from the same
--- snapshot, so a domain publishing meanwhile is never recorded as included.
--- Grain: one row per metric_date, domain, entity and implemented metric with a non-null value.
+-- The rows of pg_temp.api_target for the metric_dates in `dates` whose domain table changed: one
+-- domain's values, unpivoted from entity.<table> with their catalog facts (the rows
+-- sql/api/metrics_api.sql builds), and the bookkeeping of what they were built from, in ONE
+-- statement: the rows read from entity.<table> and the publication version recorded in
+-- metrics_ops.unified_slices come from the same snapshot, so a domain publishing meanwhile is
+-- never recorded as included. pipeline.build_api creates the table and ANALYZEs it.
+-- Grain: one row per metric_date, entity and implemented metric with a non-null value.
 -- Generated from the metric registry: one VALUES row per implemented numeric metric, so a
 -- metric added to the registry (and its table) appears here with no edit to this file.
 {% from "unified/_unpivot.sql" import unpivot %}
 with inserted as (
-    insert into entity.metrics_unified_domains (
+    insert into pg_temp.api_target (
         metric_date, domain, entity_type, entity_id, entity_name, metric_name, metric_value,
-        importance_tier, unit
+        importance_tier, unit, direction, additive
     )
     select
         t.metric_date,
@@ -20,9 +22,13 @@ with inserted as (
         m.metric_name,
         m.metric_value,
         m.importance_tier,
-        m.unit
+        m.unit,
+        c.direction,
+        c.additive
     from entity.{{ d.table }} as t
     {{ unpivot(d) }}
+    inner join entity.metrics_catalog as c
+        on c.domain = '{{ d.name }}' and m.metric_name = c.metric_name
     where t.metric_date = any({{ param('dates') }}::date []) and m.metric_value is not null
     returning metric_date
 ),

@@ -257,9 +257,10 @@ def analyze_partitions(cur, table: str, dates, rows: int) -> None:
 
 
 def _retire_unified_table(cur) -> None:
-    """Before the DDL: metrics_unified_domains of an earlier version, a table (partitioned or not)
-    holding a copy of metrics_api's first columns, is dropped, and the view that replaces it is
-    created by the late statements of the same migration. Its slices whose metrics_api rows were
+    """After the DDL, before the reader views: metrics_unified_domains of an earlier version, a
+    table (partitioned or not) holding a copy of metrics_api's first columns, is dropped, and the
+    view that replaces it is created by the late statements of the same migration. Its drop's
+    ACCESS EXCLUSIVE lock is taken at the end, not held through the index builds before it. Its slices whose metrics_api rows were
     never built (possible only before the fan-in wrote both in one transaction) are forgotten, so
     the next fan-in builds them from the domain tables. A view or function of the warehouse's own
     that depends on the table makes the migration fail with PostgreSQL's message naming it,
@@ -479,7 +480,6 @@ def migrate(conn) -> str:
             if cur.fetchone()[0]:
                 cur.execute(f"drop table {STAGING_SCHEMA}.{domain.table}")
         _drop_redefined_states(cur)
-        _retire_unified_table(cur)
         unpartitioned = _set_aside_unpartitioned(cur)
         for stmt in schema_statements():
             cur.execute(stmt)
@@ -490,6 +490,8 @@ def migrate(conn) -> str:
             "do update set definition_hash = excluded.definition_hash, applied_at = excluded.applied_at",
             (list(states()), [spec.definition_hash() for spec in states().values()]))
         catalog.sync_catalog(cur)
+        # last, so that its lock (readers of the old table wait) lasts only until the commit
+        _retire_unified_table(cur)
         # reader views, then the read-only BI role (without CREATEROLE its DO block only notices)
         for stmt in late_statements():
             cur.execute(stmt)

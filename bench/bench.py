@@ -426,7 +426,8 @@ def main() -> None:
 
 def write_floor(wh: Warehouse, dates: list[date]) -> dict:
     """The physical floor of a backfill's output: the seconds to write the rows the range put in
-    the two long tables, already computed, the cheapest way PostgreSQL can: each into a new
+    the long table (pipeline.PARTITIONED_TABLES: metrics_api; until 0.2 also the unified table),
+    already computed, the cheapest way PostgreSQL can: each into a new
     unindexed table in one transaction (WAL-skipped under wal_level=minimal, as the range path's
     new partitions are), its indexes (the parent's definitions) built after, then committed.
     No query and no comparison is computed: any backfill writing these rows costs at least this."""
@@ -463,7 +464,7 @@ def measure_p3(args, short_wh: Warehouse, dates: list[date], fig: dict, save) ->
     short_wh.reset_layer()
     t_range = backfill(short_wh, dates, per_date=False)
     identical = checksums(short_wh) == single_sums
-    log("P3: the floor, writing the range's rows of the long tables in bulk")
+    log("P3: the floor, writing the range's rows of the long table in bulk")
     floor = write_floor(short_wh, dates)
     floor_s = sum(v["seconds"] for v in floor.values())
     fig["P3"] = _figure(round(t_range / t_single, 3), f"<= {GOALS['P3']}", t_range / t_single <= GOALS["P3"],
@@ -474,7 +475,7 @@ def measure_p3(args, short_wh: Warehouse, dates: list[date], fig: dict, save) ->
                         write_floor_seconds=round(floor_s, 1), write_floor_ratio=round(floor_s / t_single, 3),
                         write_floor=floor)
     log(f"P3 = {t_range:.1f}s / {t_single:.1f}s = {t_range / t_single:.3f}; identical output: {identical}; "
-        f"the long tables' rows alone, written in bulk: {floor_s:.1f}s = {floor_s / t_single:.3f} of the single runs")
+        f"the long table's rows alone, written in bulk: {floor_s:.1f}s = {floor_s / t_single:.3f} of the single runs")
     save()
 
 

@@ -177,9 +177,9 @@ def test_the_fan_in_maintains_metrics_api(conn):
 
 
 def test_a_rebuild_longer_than_a_chunk_compares_every_date(schema):
-    """A rebuild of more dates than one statement takes (API_CHUNK_DAYS) refills the input tables
-    for each chunk: every date, on both sides of a chunk's edge, has its own comparisons."""
-    days = [date(2026, 1, 1) + timedelta(days=i) for i in range(pipeline.API_CHUNK_DAYS + 9)]
+    """A rebuild of more dates than one statement takes (a month) refills the input tables for
+    each month: every date, on both sides of a month's edge, has its own comparisons."""
+    days = [date(2026, 1, 1) + timedelta(days=i) for i in range(40)]  # January and February 1-9
     _put(schema, "product", "daily_active_users", {d: i + 1 for i, d in enumerate(days)})
     assert _build(schema, "product", days) == days
     rows = schema.execute("select metric_date, metric_value, value_1d_ago, value_7d_ago from entity.metrics_api "

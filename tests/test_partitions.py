@@ -78,6 +78,15 @@ def test_comparisons_read_across_partitions_at_a_year_end(schema):
     # stored in January's partition, compared with December's values in December's partition
     assert row == ("metrics_api_y2026m01", Decimal(100), Decimal(70), Decimal(40), Decimal("-10.00"))
     assert set(_bounds(schema, API)) == {"metrics_api_y2025m12", "metrics_api_y2026m01"}  # the months it wrote
+    # each new month was written first and attached after: its indexes, built at the attach, are
+    # the parent's three, valid; its CHECK of the bounds let the attach skip a scan
+    for part in ("metrics_api_y2025m12", "metrics_api_y2026m01"):
+        indexes = schema.execute("select i.indisvalid, pg_get_indexdef(i.indexrelid) from pg_index as i "
+                                 "where i.indrelid = %s::regclass", (f"entity.{part}",)).fetchall()
+        assert len(indexes) == 3 and all(valid for valid, _ in indexes), indexes
+        assert any("INCLUDE (metric_value, importance_tier)" in d for _, d in indexes)
+        assert schema.execute("select pg_get_constraintdef(oid) from pg_constraint where conrelid = %s::regclass "
+                              "and contype = 'c'", (f"entity.{part}",)).fetchone()[0].startswith("CHECK")
     # the view reads them through the parent: one row per value
     assert schema.execute("select metric_date, metric_value from entity.metrics_unified_domains "
                           "where metric_date >= '2025-12-31' order by 1").fetchall() == [

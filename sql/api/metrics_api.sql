@@ -11,7 +11,9 @@
 -- autovacuum's timing. Period-to-date totals (additive metrics only) read, one entity and metric
 -- at a time, the earlier dates from metrics_api (through metrics_api_metric_value_idx) and the
 -- dates being built from api_target (through its index on the same keys).
-insert into entity.metrics_api (
+-- api_table: metrics_api, or the month's partition when the caller writes a new month into it
+-- before it attaches it (pipeline.build_api).
+insert into entity.{{ api_table }} (
     metric_date, domain, entity_type, entity_id, entity_name, metric_name, metric_value, unit,
     importance_tier, direction,
     value_1d_ago, change_1d, pct_change_1d, value_7d_ago, change_7d, pct_change_7d,

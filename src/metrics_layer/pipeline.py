@@ -13,8 +13,8 @@ Every session sets its own search_path, time zone (UTC), lock_timeout, statement
 idle-in-transaction timeout (`session_settings`): the layer never depends on the warehouse's or
 the role's defaults, and a long reader can delay a step by at most the lock timeout. DDL runs
 only in the migrate step, when the registry's schema hash differs from the one applied, and
-when the fan-in attaches a new month's partition of the two long tables (`ensure_partitions`:
-a lock readers never wait for).
+when the fan-in attaches a new month's partition of the long table metrics_api (`build_api`:
+written first, then attached; a lock readers never wait for).
 """
 
 from __future__ import annotations
@@ -47,8 +47,6 @@ API_TABLE = "metrics_api"
 SEARCH_PATH = '"$user", public, entity'
 # abandoned staged slices (a run killed for good) are swept after this long
 STAGE_TTL = timedelta(days=2)
-# metrics_api is rebuilt by statements of at most this many dates
-API_CHUNK_DAYS = 31
 # metrics_api's inputs: the columns of the temporary table api_target (filled by unified/api_target.sql
 # from a domain table, or by api/target_kept.sql from metrics_api) and the query that fills
 # api_prior (pipeline.build_api)
@@ -1021,25 +1019,56 @@ def api_dates(cur, domain: Domain, changed: list[date]) -> list[date]:
     return [r[0] for r in cur.fetchall()]
 
 
+def _new_month(cur, table: str, month: date) -> str:
+    """A month's partition of `table`, created but not attached yet, with a CHECK constraint of
+    its bounds: filled first, it is attached afterwards, when ATTACH PARTITION builds its indexes
+    in bulk (from the parent's definitions) and takes the CHECK as proof of the bounds instead of
+    scanning the rows. Inside the caller's transaction; nobody else sees the table before the
+    commit."""
+    part = partition_name(table, month)
+    schema, name = table.split(".")
+    ident = sql.Identifier(*part.split("."))
+    cur.execute(sql.SQL("create table {part} (like {parent} including defaults) with ({opts})").format(
+        part=ident, parent=sql.Identifier(schema, name), opts=sql.SQL(PARTITION_OPTIONS)))
+    cur.execute(sql.SQL("alter table {part} add constraint {check} check (metric_date >= {lo} and metric_date < {hi})")
+                .format(part=ident, check=sql.Identifier(f"{part.split('.')[1]}_month"), lo=sql.Literal(month),
+                        hi=sql.Literal(_next_month(month))))
+    return part
+
+
+def _attach_month(cur, table: str, part: str, month: date) -> None:
+    schema, name = table.split(".")
+    cur.execute(sql.SQL("alter table {parent} attach partition {part} for values from ({lo}) to ({hi})").format(
+        parent=sql.Identifier(schema, name), part=sql.Identifier(*part.split(".")), lo=sql.Literal(month),
+        hi=sql.Literal(_next_month(month))))
+    log.info("%s: attached partition %s (written, then indexed in bulk)", table, part)
+
+
 def build_api(cur, domain: Domain, changed: list[date], run_id: str | None = None) -> list[date]:
     """Rebuild entity.metrics_api for the `changed` dates of `domain` (their values read from the
     domain table, their slices recorded in metrics_ops.unified_slices) and for the dates whose
     comparisons point at them (their values kept), inside the caller's transaction, a month of
     dates at a time, oldest first: a month's comparisons read the earlier months already
-    rebuilt. Returns the dates rebuilt."""
+    rebuilt. A month with no partition yet (a backfill's, or a new month's first day) is written
+    into a new table without indexes, then attached: its indexes are built once, in bulk, instead
+    of row by row (at SCALE=10 a month of metrics_api took 47.2 s into an indexed partition and
+    25.9 s unindexed with the indexes built after). Returns the dates rebuilt."""
     dates = api_dates(cur, domain, changed)
     if not dates:
         return []
     new = set(changed)
-    ensure_partitions(cur, f"{ENTITY_SCHEMA}.{API_TABLE}", dates)
+    table = f"{ENTITY_SCHEMA}.{API_TABLE}"
+    existing = set(partitions(cur, table))
     # the inputs in two small temporary tables with exact statistics (see api/metrics_api.sql)
     cur.execute(f"create temp table api_target ({API_TARGET_COLUMNS}) on commit drop")
     if any(m.additive for m in domain.unified):  # the period totals' lookups of the dates being built
         cur.execute("create index on pg_temp.api_target (metric_name, entity_id, metric_date)")
     rows = 0
     # a month of dates a statement: a year's rebuild hashes a month of comparisons at a time
-    chunks = [dates[i:i + API_CHUNK_DAYS] for i in range(0, len(dates), API_CHUNK_DAYS)]
-    for n, chunk in enumerate(chunks):
+    months: dict[date, list[date]] = {}
+    for d in dates:
+        months.setdefault(_month(d), []).append(d)
+    for n, (month, chunk) in enumerate(months.items()):
         if n:
             # Emptied in place: a table created in this transaction is truncated at once, where
             # a dropped one keeps its files until the commit (a year's rebuild kept twelve months
@@ -1050,7 +1079,7 @@ def build_api(cur, domain: Domain, changed: list[date], run_id: str | None = Non
             cur.execute(sqlrender.render("unified/api_target.sql", d=domain), {"dates": fresh, "run_id": run_id})
         if kept:  # read before the delete below
             cur.execute(sqlrender.render("api/target_kept.sql"), {"domain": domain.name, "dates": kept})
-        cur.execute(f"delete from {ENTITY_SCHEMA}.{API_TABLE} "  # noqa: S608
+        cur.execute(f"delete from {table} "  # noqa: S608
                     "where domain = %s and metric_date = any(%s)", (domain.name, chunk))
         prior, params = sqlrender.render(API_PRIOR), {"domain": domain.name, "dates": chunk}
         if n:
@@ -1058,11 +1087,19 @@ def build_api(cur, domain: Domain, changed: list[date], run_id: str | None = Non
         else:
             cur.execute(f"create temp table api_prior on commit drop as {prior}", params)
         cur.execute("analyze pg_temp.api_target, pg_temp.api_prior")
-        cur.execute(sqlrender.render("api/metrics_api.sql"))
+        part = partition_name(table, month)
+        detached = part not in existing
+        if detached:
+            _new_month(cur, table, month)
+            existing.add(part)
+        into = part.split(".")[1] if detached else API_TABLE
+        cur.execute(sqlrender.render("api/metrics_api.sql", api_table=into))
         written = cur.rowcount
         rows += written
+        if detached:
+            _attach_month(cur, table, part, month)
         # the next month's comparisons and totals read these rows: plan them with their counts
-        analyze_partitions(cur, f"{ENTITY_SCHEMA}.{API_TABLE}", chunk, written)
+        analyze_partitions(cur, table, chunk, written)
     cur.execute("truncate pg_temp.api_target, pg_temp.api_prior")
     cur.execute("drop table pg_temp.api_target, pg_temp.api_prior")
     cur.execute(

@@ -955,14 +955,17 @@ def build_unified(conn, run_id: str | None = None, force_dates: list[date] | Non
             if force_dates:
                 work[name] = sorted(set(work.get(name, [])) | set(force_dates))
         # a domain in the registry but never built yet has no table: nothing to unpivot
-        cur.execute("select t from unnest(%s::text[]) as t where to_regclass('entity.' || t) is not null",
+        cur.execute("select t, c.reltuples from unnest(%s::text[]) as t "
+                    "join pg_class as c on c.oid = to_regclass('entity.' || t)",
                     ([d.table for d in registry.values()],))
-        existing = {r[0] for r in cur.fetchall()}
+        size = dict(cur.fetchall())
         summary: dict[str, int] = {}
         all_dates: set[date] = set()
-        for name, dates in work.items():
+        # the largest domain first: a month new to metrics_api is written before it is indexed
+        # (build_api), and the domains after the first one write into it indexed
+        for name, dates in sorted(work.items(), key=lambda kv: -size.get(registry[kv[0]].table, 0)):
             domain = registry[name]
-            if not dates or domain.table not in existing:
+            if not dates or domain.table not in size:
                 continue
             build_api(cur, domain, dates, run_id)
             cur.execute("select coalesce(sum(row_count), 0) from metrics_ops.unified_slices "

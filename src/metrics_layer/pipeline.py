@@ -219,6 +219,30 @@ def partitions(cur, table: str) -> list[str]:
     return [r[0] for r in cur.fetchall()]
 
 
+def _new_month(cur, table: str, month: date) -> str:
+    """A month's partition of `table`, created but not attached yet, with a CHECK constraint of
+    its bounds: filled first, it is attached afterwards, when ATTACH PARTITION builds its indexes
+    in bulk (from the parent's definitions) and takes the CHECK as proof of the bounds instead of
+    scanning the rows. Inside the caller's transaction; nobody else sees the table before the
+    commit."""
+    part = partition_name(table, month)
+    schema, name = table.split(".")
+    ident = sql.Identifier(*part.split("."))
+    cur.execute(sql.SQL("create table {part} (like {parent} including defaults) with ({opts})").format(
+        part=ident, parent=sql.Identifier(schema, name), opts=sql.SQL(PARTITION_OPTIONS)))
+    cur.execute(sql.SQL("alter table {part} add constraint {check} check (metric_date >= {lo} and metric_date < {hi})")
+                .format(part=ident, check=sql.Identifier(f"{part.split('.')[1]}_month"), lo=sql.Literal(month),
+                        hi=sql.Literal(_next_month(month))))
+    return part
+
+
+def _attach_month(cur, table: str, part: str, month: date) -> None:
+    schema, name = table.split(".")
+    cur.execute(sql.SQL("alter table {parent} attach partition {part} for values from ({lo}) to ({hi})").format(
+        parent=sql.Identifier(schema, name), part=sql.Identifier(*part.split(".")), lo=sql.Literal(month),
+        hi=sql.Literal(_next_month(month))))
+
+
 def ensure_partitions(cur, table: str, dates) -> list[str]:
     """Create and attach the monthly partitions of `table` (one of PARTITIONED_TABLES) that
     `dates` fall in and that do not exist yet; returns the ones created. Each is created on its
@@ -230,17 +254,12 @@ def ensure_partitions(cur, table: str, dates) -> list[str]:
     if not months:
         return []
     existing = set(partitions(cur, table))
-    schema, name = table.split(".")
     created = []
     for m in months:
-        part = partition_name(table, m)
-        if part in existing:
+        if partition_name(table, m) in existing:
             continue
-        ident = sql.Identifier(*part.split("."))
-        cur.execute(sql.SQL("create table {part} (like {parent} including defaults) with ({opts})").format(
-            part=ident, parent=sql.Identifier(schema, name), opts=sql.SQL(PARTITION_OPTIONS)))
-        cur.execute(sql.SQL("alter table {parent} attach partition {part} for values from ({lo}) to ({hi})").format(
-            parent=sql.Identifier(schema, name), part=ident, lo=sql.Literal(m), hi=sql.Literal(_next_month(m))))
+        part = _new_month(cur, table, m)
+        _attach_month(cur, table, part, m)
         created.append(part)
     if created:
         log.info("%s: attached partition(s) %s", table, ", ".join(created))
@@ -258,9 +277,10 @@ def _retire_unified_table(cur) -> None:
     """After the DDL, before the reader views: metrics_unified_domains of an earlier version, a
     table (partitioned or not) holding a copy of metrics_api's first columns, is dropped, and the
     view that replaces it is created by the late statements of the same migration. Its drop's
-    ACCESS EXCLUSIVE lock is taken at the end, not held through the index builds before it. Its slices whose metrics_api rows were
-    never built (possible only before the fan-in wrote both in one transaction) are forgotten, so
-    the next fan-in builds them from the domain tables. A view or function of the warehouse's own
+    ACCESS EXCLUSIVE lock is taken at the end, not held through the index builds before it. Its
+    slices whose metrics_api rows were never built (possible only before the fan-in wrote both in
+    one transaction, or before metrics_api existed) are forgotten, so the next fan-in builds them
+    from the domain tables. A view or function of the warehouse's own
     that depends on the table makes the migration fail with PostgreSQL's message naming it,
     instead of being dropped with it."""
     cur.execute("select c.relkind from pg_class as c where c.oid = to_regclass(%s)",
@@ -268,17 +288,10 @@ def _retire_unified_table(cur) -> None:
     row = cur.fetchone()
     if not row or row[0] not in ("r", "p"):
         return
-    forgotten = 0
-    cur.execute("select to_regclass('metrics_ops.unified_slices') is not null, "
-                "to_regclass('metrics_ops.api_slices') is not null")
-    has_slices, has_api_slices = cur.fetchone()
-    if has_slices and has_api_slices:
-        cur.execute("delete from metrics_ops.unified_slices as u where not exists (select 1 from "
-                    "metrics_ops.api_slices as a where a.domain = u.domain and a.metric_date = u.metric_date)")
-        forgotten = cur.rowcount
-    elif has_slices:  # a layer from before metrics_api: every slice is built again
-        cur.execute("delete from metrics_ops.unified_slices")
-        forgotten = cur.rowcount
+    # both bookkeeping tables exist: the DDL before this created any that was missing
+    cur.execute("delete from metrics_ops.unified_slices as u where not exists (select 1 from "
+                "metrics_ops.api_slices as a where a.domain = u.domain and a.metric_date = u.metric_date)")
+    forgotten = cur.rowcount
     cur.execute(sql.SQL("drop table {}").format(sql.Identifier(ENTITY_SCHEMA, UNIFIED_TABLE)))
     log.warning("%s.%s: the table is replaced by a view of %s (a one-time migration; %d slice(s) "
                 "without comparisons are rebuilt by the next fan-in)", ENTITY_SCHEMA, UNIFIED_TABLE,
@@ -1022,31 +1035,6 @@ def api_dates(cur, domain: Domain, changed: list[date]) -> list[date]:
     return [r[0] for r in cur.fetchall()]
 
 
-def _new_month(cur, table: str, month: date) -> str:
-    """A month's partition of `table`, created but not attached yet, with a CHECK constraint of
-    its bounds: filled first, it is attached afterwards, when ATTACH PARTITION builds its indexes
-    in bulk (from the parent's definitions) and takes the CHECK as proof of the bounds instead of
-    scanning the rows. Inside the caller's transaction; nobody else sees the table before the
-    commit."""
-    part = partition_name(table, month)
-    schema, name = table.split(".")
-    ident = sql.Identifier(*part.split("."))
-    cur.execute(sql.SQL("create table {part} (like {parent} including defaults) with ({opts})").format(
-        part=ident, parent=sql.Identifier(schema, name), opts=sql.SQL(PARTITION_OPTIONS)))
-    cur.execute(sql.SQL("alter table {part} add constraint {check} check (metric_date >= {lo} and metric_date < {hi})")
-                .format(part=ident, check=sql.Identifier(f"{part.split('.')[1]}_month"), lo=sql.Literal(month),
-                        hi=sql.Literal(_next_month(month))))
-    return part
-
-
-def _attach_month(cur, table: str, part: str, month: date) -> None:
-    schema, name = table.split(".")
-    cur.execute(sql.SQL("alter table {parent} attach partition {part} for values from ({lo}) to ({hi})").format(
-        parent=sql.Identifier(schema, name), part=sql.Identifier(*part.split(".")), lo=sql.Literal(month),
-        hi=sql.Literal(_next_month(month))))
-    log.info("%s: attached partition %s (written, then indexed in bulk)", table, part)
-
-
 def build_api(cur, domain: Domain, changed: list[date], run_id: str | None = None) -> list[date]:
     """Rebuild entity.metrics_api for the `changed` dates of `domain` (their values read from the
     domain table, their slices recorded in metrics_ops.unified_slices) and for the dates whose
@@ -1101,6 +1089,7 @@ def build_api(cur, domain: Domain, changed: list[date], run_id: str | None = Non
         rows += written
         if detached:
             _attach_month(cur, table, part, month)
+            log.info("%s: attached partition %s (written, then indexed in bulk)", table, part)
         # the next month's comparisons and totals read these rows: plan them with their counts
         analyze_partitions(cur, table, chunk, written)
     cur.execute("truncate pg_temp.api_target, pg_temp.api_prior")

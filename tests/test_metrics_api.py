@@ -48,7 +48,8 @@ def test_month_ends_leap_days_and_the_weekday_aligned_year(schema):
     dau = {date(2024, 2, 29): 29, date(2024, 3, 31): 331,   # a leap year
            date(2025, 2, 28): 28, date(2025, 3, 11): 311,
            date(2026, 2, 28): 10, date(2026, 3, 28): 9, date(2026, 3, 29): 11, date(2026, 3, 30): 12,
-           date(2026, 3, 31): 15, date(2026, 3, 10): 20, date(2026, 3, 9): 0, date(2026, 3, 3): 25}
+           date(2026, 3, 31): 15, date(2026, 3, 10): 20, date(2026, 3, 9): 0, date(2026, 3, 3): 25,
+           date(2027, 2, 28): 7, date(2028, 2, 29): 14}
     _put(schema, "product", "daily_active_users", dau)
     _build(schema, "product", dau)
     # the 28th to the 31st of March all compare with February's last day (MetricFlow's 31st has none)
@@ -60,6 +61,11 @@ def test_month_ends_leap_days_and_the_weekday_aligned_year(schema):
     assert _api(schema, "product", "daily_active_users", date(2024, 3, 31))["value_1m_ago"] == 29
     row = _api(schema, "product", "daily_active_users", date(2025, 2, 28))
     assert (row["value_1y_ago"], row["change_1y"], row["pct_change_1y"]) == (None, None, None)
+    # a leap day a year on: 2028-02-29 - 1 year = 2027-02-28, which has a row; 2027-02-28 - 1 year
+    # = 2026-02-28
+    row = _api(schema, "product", "daily_active_users", date(2028, 2, 29))
+    assert (row["value_1y_ago"], row["change_1y"], row["pct_change_1y"]) == (7, 7, Decimal("100.00"))
+    assert _api(schema, "product", "daily_active_users", date(2027, 2, 28))["value_1y_ago"] == 10
     row = _api(schema, "product", "daily_active_users", date(2026, 3, 10))
     # 2026-03-10 is a Tuesday; 364 days earlier, 2025-03-11, is a Tuesday too
     assert date(2026, 3, 10).weekday() == date(2025, 3, 11).weekday() == 1

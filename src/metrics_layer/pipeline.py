@@ -1048,11 +1048,12 @@ def build_api(cur, domain: Domain, changed: list[date], run_id: str | None = Non
     if not dates:
         return []
     new = set(changed)
+    additive = any(m.additive for m in domain.unified)
     table = f"{ENTITY_SCHEMA}.{API_TABLE}"
     existing = set(partitions(cur, table))
     # the inputs in two small temporary tables with exact statistics (see api/metrics_api.sql)
     cur.execute(f"create temp table api_target ({API_TARGET_COLUMNS}) on commit drop")
-    if any(m.additive for m in domain.unified):  # the period totals' lookups of the dates being built
+    if additive:  # the period totals' lookups of the dates being built
         cur.execute("create index on pg_temp.api_target (metric_name, entity_id, metric_date)")
     rows = 0
     # a month of dates a statement: a year's rebuild hashes a month of comparisons at a time
@@ -1084,7 +1085,7 @@ def build_api(cur, domain: Domain, changed: list[date], run_id: str | None = Non
             _new_month(cur, table, month)
             existing.add(part)
         into = part.split(".")[1] if detached else API_TABLE
-        cur.execute(sqlrender.render("api/metrics_api.sql", api_table=into))
+        cur.execute(sqlrender.render("api/metrics_api.sql", api_table=into, additive=additive))
         written = cur.rowcount
         rows += written
         if detached:

@@ -7,11 +7,13 @@ from __future__ import annotations
 from datetime import date, timedelta
 
 import pendulum
+import psycopg
 import pytest
 
 from conftest import ROOT
-from metrics_layer import cli, seed
-from metrics_layer.registry import source_domains
+from metrics_layer import cli, pipeline, seed
+from metrics_layer.errors import BuildError
+from metrics_layer.registry import load_registry, source_domains
 from metrics_layer.runctx import MAX_RANGE_DAYS, metric_dates
 
 TODAY = date.today()
@@ -49,6 +51,50 @@ def test_a_range_run_leaves_exactly_what_one_run_per_date_leaves(conn, tmp_path)
     assert runs_per_date == 6
     assert conn.execute("select count(distinct run_id), count(*) from metrics_ops.publish_history "
                         "where target = 'metrics_sales'").fetchone() == (1, 6)
+
+
+def test_a_range_is_built_on_two_connections_at_once(conn):
+    """While the first date's build waits for a row another session holds, the five other dates
+    are built and committed: by a second connection (one connection would wait on the first).
+    A date that cannot be built fails the range with its own message."""
+    import threading
+    import time
+
+    sales = load_registry()["sales"]
+    seed.seed(conn, scale=0.05, days=35, seed=7, end_date=TODAY)
+    pipeline.ensure_schema(conn)
+    assert pipeline.refresh_states(conn, sales, DATES) == DATES
+    run_id = "backfill__two_connections"
+    conn.execute("set lock_timeout = '30s'")  # one connection would wait on the first date this long
+    watcher = psycopg.connect(**conn.info.get_parameters(), autocommit=True)  # `conn` is the build's
+    blocker = psycopg.connect(**conn.info.get_parameters(), autocommit=False)
+    # the build of DATES[0] upserts this key of its bookkeeping: it waits for this transaction
+    blocker.execute("insert into metrics_ops.build_log (target, metric_date, stage_id, built_at, state_version) "
+                    "values (%s, %s, %s, now(), 0)", (sales.table, DATES[0], pipeline.stage_key(run_id)))
+    built: dict = {}
+    worker = threading.Thread(target=lambda: built.update(pipeline.build_dates(conn, sales, DATES, run_id, workers=2)))
+    worker.start()
+    staged = []
+    for _ in range(200):  # up to 20 s; the session's lock_timeout is 30 s
+        staged = [r[0] for r in watcher.execute(
+            "select distinct metric_date from metrics_staging.metrics_sales where stage_id = %s order by 1",
+            (pipeline.stage_key(run_id),)).fetchall()]
+        if staged == DATES[1:]:
+            break
+        time.sleep(0.1)
+    blocker.rollback()
+    blocker.close()
+    watcher.close()
+    worker.join(60)
+    assert staged == DATES[1:]
+    assert sorted(built) == DATES and all(n > 0 for n in built.values())
+    # each date staged exactly the rows a build of it alone stages
+    one = pipeline.build_dates(conn, sales, [DATES[3]], "one_date", workers=2)
+    assert one == {DATES[3]: built[DATES[3]]}
+
+    before = date(2000, 1, 3)  # before the seed: no sales rep exists yet
+    with pytest.raises(BuildError, match="2000-01-03: the build produced no rows"):
+        pipeline.build_dates(conn, sales, [*DATES, before], "with_a_bad_date", workers=2)
 
 
 def _context(**params):

@@ -731,9 +731,11 @@ def build_select(domain: Domain) -> str:
     return sqlrender.render(domain.build_sql)
 
 
-def build_staging(conn, domain: Domain, metric_date: date, run_id: str | None = None) -> int:
+def build_staging(conn, domain: Domain, metric_date: date, run_id: str | None = None,
+                  sweep: bool = True) -> int:
     """Compute one metric_date into the run's slice of metrics_staging.<table> (one
-    transaction; a retry replaces the slice). Returns rows."""
+    transaction; a retry replaces the slice). With `sweep`, slices abandoned by runs killed for
+    good go too (build_dates sweeps once, before builds on several connections). Returns rows."""
     import psycopg
 
     cols = ", ".join(domain.built_columns)
@@ -743,9 +745,11 @@ def build_staging(conn, domain: Domain, metric_date: date, run_id: str | None = 
     try:
         with conn.transaction(), conn.cursor() as cur:
             _utc(cur)
-            # this run's earlier try, and slices abandoned by runs killed for good
-            cur.execute(f"delete from {target} where (stage_id = %s and metric_date = %s) "  # noqa: S608
-                        "or staged_at < now() - %s", (stage, metric_date, STAGE_TTL))
+            # this run's earlier try (and slices abandoned by runs killed for good)
+            if sweep:
+                _sweep_staging(cur, domain)
+            cur.execute(f"delete from {target} where stage_id = %s and metric_date = %s",  # noqa: S608
+                        (stage, metric_date))
             # read before the build: a state refreshed in between only makes the day stale again
             cur.execute(
                 "insert into metrics_ops.build_log (target, metric_date, stage_id, built_at, state_version) "
@@ -781,6 +785,90 @@ def build_staging(conn, domain: Domain, metric_date: date, run_id: str | None = 
     log.info("%s %s: built %d rows into staging slice %s in %.2fs", domain.table, metric_date,
              rows, stage, time.monotonic() - started)
     return rows
+
+
+def _sweep_staging(cur, domain: Domain) -> None:
+    """Delete the staged slices of runs killed for good (older than STAGE_TTL)."""
+    cur.execute(f"delete from {STAGING_SCHEMA}.{domain.table} where staged_at < now() - %s",  # noqa: S608
+                (STAGE_TTL,))
+
+
+def build_workers() -> int:
+    """Connections a range's builds use at once [METRICS_BUILD_WORKERS, default 2]."""
+    value = os.environ.get("METRICS_BUILD_WORKERS", "2")
+    if not value.isdigit() or int(value) < 1:
+        raise ValueError(f"METRICS_BUILD_WORKERS must be a whole number >= 1, not {value!r}")
+    return int(value)
+
+
+def _sibling(conn):
+    """Another connection to `conn`'s server and database, as the same user, with the layer's
+    session settings (no Airflow lookup: it may be opened where the caller has no context)."""
+    import psycopg
+
+    for attempt in transient_retrying("connect"):
+        with attempt:
+            other = psycopg.connect(**conn.info.get_parameters(), password=conn.info.password,
+                                    autocommit=True)
+            try:
+                apply_session_settings(other)
+            except BaseException:
+                other.close()
+                raise
+    return other
+
+
+def build_dates(conn, domain: Domain, dates: list[date], run_id: str | None = None,
+                workers: int | None = None) -> dict[date, int]:
+    """Build each of `dates` into the run's staging slices (build_staging, one transaction a
+    date). A range is built on `workers` connections at once (`conn` and workers - 1 more to
+    its database, opened here and closed after), each taking the next date until none is left: one date's
+    build is one statement on one core, and a backfill has the server's other cores to use (at
+    SCALE=10 on 2 cores: bench/, P3). The slices of different dates never touch the same rows.
+    The first failure stops the other connections after their current date and is raised;
+    the dates already built keep their slices, which a retry replaces. Returns {date: rows}."""
+    import queue
+    import threading
+
+    workers = min(build_workers() if workers is None else workers, len(dates))
+    if workers <= 1:
+        return {d: build_staging(conn, domain, d, run_id) for d in dates}
+    with conn.transaction(), conn.cursor() as cur:
+        _sweep_staging(cur, domain)
+    todo: queue.SimpleQueue = queue.SimpleQueue()
+    for d in dates:
+        todo.put(d)
+    rows: dict[date, int] = {}
+    errors: list[BaseException] = []
+    failed = threading.Event()
+
+    def work(c) -> None:
+        while not failed.is_set():
+            try:
+                d = todo.get_nowait()
+            except queue.Empty:
+                return
+            try:
+                rows[d] = build_staging(c, domain, d, run_id, sweep=False)
+            except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread below
+                errors.append(exc)
+                failed.set()
+
+    extra = [_sibling(conn) for _ in range(workers - 1)]
+    try:
+        threads = [threading.Thread(target=work, args=(c,), name=f"build-{domain.name}-{i}")
+                   for i, c in enumerate(extra, 1)]
+        for t in threads:
+            t.start()
+        work(conn)
+        for t in threads:
+            t.join()
+    finally:
+        for c in extra:
+            c.close()
+    if errors:
+        raise errors[0]
+    return {d: rows[d] for d in dates}
 
 
 RUN_KINDS = {"scheduled": "scheduled rerun", "backfill": "backfill", "manual": "manual rerun",
@@ -910,8 +998,7 @@ def stage(conn, domain: Domain, metric_dates: date | list[date], lookback_days: 
     run = _date_list(metric_dates)
     ensure_schema(conn)
     check_sources(conn, domain)
-    rows = {d: build_staging(conn, domain, d, run_id)
-            for d in refresh_states(conn, domain, run, lookback_days, fresh_after)}
+    rows = build_dates(conn, domain, refresh_states(conn, domain, run, lookback_days, fresh_after), run_id)
     return sum(rows[d] for d in run)
 
 
@@ -923,7 +1010,7 @@ def refresh_domain(conn, domain: Domain, metric_dates: date | list[date], run_id
     ensure_schema(conn)
     check_sources(conn, domain)
     dates = refresh_states(conn, domain, run, lookback_days, fresh_after)
-    rows = {d: build_staging(conn, domain, d, run_id) for d in dates}
+    rows = build_dates(conn, domain, dates, run_id)
     publish(conn, domain, dates, run_id, late_data_reasons(dates, run))
     return sum(rows[d] for d in run)
 

@@ -65,8 +65,7 @@ def build_step(domain: Domain, dates: list[date], run_id: str | None,
     checking: dict = {}
 
     def step(conn):
-        for d in dates:
-            pipeline.build_staging(conn, domain, d, run_id)
+        pipeline.build_dates(conn, domain, dates, run_id)
         checking.clear()  # a retry's time is counted once, in the build
         with _timed(checking, "validate"):
             return validation.validate_dates(domain, dates, run_id, conn_id, dag_id=dag_id or domain.table,

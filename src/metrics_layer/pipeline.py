@@ -120,9 +120,15 @@ def connect(conn_id: str = WAREHOUSE_CONN_ID, *, autocommit: bool = True):
     kept: socket host, sslmode, options ...), with the layer's session settings."""
     from airflow.providers.postgres.hooks.postgres import PostgresHook
 
-    for attempt in transient_retrying(f"connect to {conn_id}"):
+    return _opened(lambda: PostgresHook(postgres_conn_id=conn_id).get_conn(), f"connect to {conn_id}",
+                   autocommit)
+
+
+def _opened(open_conn, what: str, autocommit: bool = True):
+    """`open_conn()` with the layer's session settings, transient errors retried."""
+    for attempt in transient_retrying(what):
         with attempt:
-            conn = PostgresHook(postgres_conn_id=conn_id).get_conn()
+            conn = open_conn()
             try:
                 conn.autocommit = autocommit
                 apply_session_settings(conn)
@@ -806,24 +812,16 @@ def _sibling(conn):
     session settings (no Airflow lookup: it may be opened where the caller has no context)."""
     import psycopg
 
-    for attempt in transient_retrying("connect"):
-        with attempt:
-            other = psycopg.connect(**conn.info.get_parameters(), password=conn.info.password,
-                                    autocommit=True)
-            try:
-                apply_session_settings(other)
-            except BaseException:
-                other.close()
-                raise
-    return other
+    return _opened(lambda: psycopg.connect(**conn.info.get_parameters(), password=conn.info.password),
+                   "connect a second build connection")
 
 
 def build_dates(conn, domain: Domain, dates: list[date], run_id: str | None = None,
                 workers: int | None = None) -> dict[date, int]:
     """Build each of `dates` into the run's staging slices (build_staging, one transaction a
     date). A range is built on `workers` connections at once (`conn` and workers - 1 more to
-    its database, opened here and closed after), each taking the next date until none is left: one date's
-    build is one statement on one core, and a backfill has the server's other cores to use (at
+    its database, opened here and closed after), each taking the next date until none is left:
+    one date's build is one statement on one core, and a backfill has the server's other cores to use (at
     SCALE=10 on 2 cores: bench/, P3). The slices of different dates never touch the same rows.
     The first failure stops the other connections after their current date and is raised;
     the dates already built keep their slices, which a retry replaces. Returns {date: rows}."""

@@ -1136,6 +1136,8 @@ def build_api(cur, domain: Domain, changed: list[date], run_id: str | None = Non
     additive = any(m.additive for m in domain.unified)
     table = f"{ENTITY_SCHEMA}.{API_TABLE}"
     existing = set(partitions(cur, table))
+    cur.execute("select current_setting('enable_mergejoin')")
+    merge_join = cur.fetchone()[0]
     # the inputs in two small temporary tables with exact statistics (see api/metrics_api.sql)
     cur.execute(f"create temp table api_target ({API_TARGET_COLUMNS}) on commit drop")
     if additive:  # the period totals' lookups of the dates being built
@@ -1170,8 +1172,14 @@ def build_api(cur, domain: Domain, changed: list[date], run_id: str | None = Non
             _new_month(cur, table, month)
             existing.add(part)
         into = part.split(".")[1] if detached else API_TABLE
-        cur.execute(sqlrender.render("api/metrics_api.sql", api_table=into, additive=additive))
+        one_date = len(chunk) == 1
+        if not one_date:  # the comparisons' hash joins (see api/metrics_api.sql), this statement only
+            cur.execute("select set_config('enable_mergejoin', 'off', true)")
+        cur.execute(sqlrender.render("api/metrics_api.sql", api_table=into, additive=additive,
+                                     one_date=one_date))
         written = cur.rowcount
+        if not one_date:
+            cur.execute("select set_config('enable_mergejoin', %s, true)", (merge_join,))
         rows += written
         if detached:
             _attach_month(cur, table, part, month)

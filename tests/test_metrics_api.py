@@ -184,6 +184,11 @@ def test_the_fan_in_maintains_metrics_api(conn):
     values = conn.execute("select " + " + ".join(f"count({m.name})" for m in product.unified)  # noqa: S608
                           + f" from entity.{product.table}").fetchone()[0]
     assert conn.execute("select count(*) from entity.metrics_api").fetchone()[0] == values > 0
+    # the bookkeeping counts each date's rows (from the statement's input, not by a recount)
+    per_date = conn.execute("select metric_date, count(*) from entity.metrics_api group by 1").fetchall()
+    assert sorted(per_date) == sorted(conn.execute(
+        "select metric_date, row_count from metrics_ops.api_slices where domain = 'product'").fetchall())
+    assert sum(n for _, n in per_date) == values
     row = _api(conn, "product", "daily_active_users", date(2026, 3, 10))
     before = _api(conn, "product", "daily_active_users", date(2026, 3, 9))
     assert row["value_1d_ago"] == before["metric_value"]

@@ -1143,6 +1143,7 @@ def build_api(cur, domain: Domain, changed: list[date], run_id: str | None = Non
     if additive:  # the period totals' lookups of the dates being built
         cur.execute("create index on pg_temp.api_target (metric_name, entity_id, metric_date)")
     rows = 0
+    counts: dict[date, int] = {}
     # a month of dates a statement: a year's rebuild hashes a month of comparisons at a time
     months: dict[date, list[date]] = {}
     for d in dates:
@@ -1178,6 +1179,9 @@ def build_api(cur, domain: Domain, changed: list[date], run_id: str | None = Non
         cur.execute(sqlrender.render("api/metrics_api.sql", api_table=into, additive=additive,
                                      one_date=one_date))
         written = cur.rowcount
+        # one row written per api_target row: the dates' counts without counting metrics_api again
+        cur.execute("select metric_date, count(*) from pg_temp.api_target group by metric_date")
+        counts.update(cur.fetchall())
         if not one_date:
             cur.execute("select set_config('enable_mergejoin', %s, true)", (merge_join,))
         rows += written
@@ -1191,13 +1195,12 @@ def build_api(cur, domain: Domain, changed: list[date], run_id: str | None = Non
     cur.execute(
         """
         insert into metrics_ops.api_slices (domain, metric_date, built_at, run_id, row_count)
-        select %(domain)s, d, now(), %(run_id)s,
-               (select count(*) from entity.metrics_api as a where a.domain = %(domain)s and a.metric_date = d)
-        from unnest(%(dates)s::date[]) as d
+        select %(domain)s, d, now(), %(run_id)s, n
+        from unnest(%(dates)s::date[], %(counts)s::bigint[]) as t (d, n)
         on conflict (domain, metric_date) do update set built_at = excluded.built_at,
             run_id = excluded.run_id, row_count = excluded.row_count
         """,
-        {"domain": domain.name, "dates": dates, "run_id": run_id},
+        {"domain": domain.name, "dates": dates, "counts": [counts.get(d, 0) for d in dates], "run_id": run_id},
     )
     log.info("%s: rebuilt %s for %d date(s) %s..%s (%d of them republished)", API_TABLE, domain.name,
              len(dates), dates[0], dates[-1], len(new & set(dates)))

@@ -85,10 +85,12 @@ with
     valued as (
         -- several dates (a range's month, a late day's rebuild): one hash join per comparison,
         -- each on its exact key (api_prior holds at most one value per date, entity and
-        -- metric); the caller turns merge joins off for this statement. The one-date form
-        -- sorts five keys a target row: for a month of customer success at SCALE=10, a 22 M-row
-        -- sort; October's and November's inserts took 74 and 94 s that way, 59 and 67 s this
-        -- way. For one date the aggregate is the faster (3.0-3.6 s against 3.7-4.3 s)
+        -- metric), whose inner side is read for the dates it can match only (`first` and `last`
+        -- are the first and last of `dates`); the caller turns merge joins off for this
+        -- statement. The one-date form sorts five keys a target row: for a month of customer
+        -- success at SCALE=10, a 22 M-row sort; October's and November's inserts took 74 and
+        -- 94 s that way, 59 and 67 s this way. For one date the aggregate is the faster (3.0-3.6 s
+        -- against 3.7-4.3 s)
         select
             t.*,
             p1d.metric_value as value_1d_ago,
@@ -101,25 +103,35 @@ with
             on
                 t.metric_date - 1 = p1d.metric_date
                 and t.entity_id = p1d.entity_id and t.metric_name = p1d.metric_name
+                and p1d.metric_date between {{ param('first') }}::date - 1
+                and {{ param('last') }}::date - 1
         left join api_prior as p7d
             on
                 t.metric_date - 7 = p7d.metric_date
                 and t.entity_id = p7d.entity_id and t.metric_name = p7d.metric_name
+                and p7d.metric_date between {{ param('first') }}::date - 7
+                and {{ param('last') }}::date - 7
         -- minus one month clamps to the month's last day: March 31 -> February 28 (29)
         left join api_prior as p1m
             on
                 (t.metric_date - interval '1 month')::date = p1m.metric_date
                 and t.entity_id = p1m.entity_id and t.metric_name = p1m.metric_name
+                and p1m.metric_date between ({{ param('first') }}::date - interval '1 month')::date
+                and ({{ param('last') }}::date - interval '1 month')::date
         -- February 29 -> February 28
         left join api_prior as p1y
             on
                 (t.metric_date - interval '1 year')::date = p1y.metric_date
                 and t.entity_id = p1y.entity_id and t.metric_name = p1y.metric_name
+                and p1y.metric_date between ({{ param('first') }}::date - interval '1 year')::date
+                and ({{ param('last') }}::date - interval '1 year')::date
         -- the same weekday a year before
         left join api_prior as p364d
             on
                 t.metric_date - 364 = p364d.metric_date
                 and t.entity_id = p364d.entity_id and t.metric_name = p364d.metric_name
+                and p364d.metric_date between {{ param('first') }}::date - 364
+                and {{ param('last') }}::date - 364
     ),
 
 {% endif %}

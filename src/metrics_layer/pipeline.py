@@ -1177,7 +1177,7 @@ def build_api(cur, domain: Domain, changed: list[date], run_id: str | None = Non
         if not one_date:  # the comparisons' hash joins (see api/metrics_api.sql), this statement only
             cur.execute("select set_config('enable_mergejoin', 'off', true)")
         cur.execute(sqlrender.render("api/metrics_api.sql", api_table=into, additive=additive,
-                                     one_date=one_date))
+                                     one_date=one_date), {"first": chunk[0], "last": chunk[-1]})
         written = cur.rowcount
         # one row written per api_target row: the dates' counts without counting metrics_api again
         cur.execute("select metric_date, count(*) from pg_temp.api_target group by metric_date")

@@ -79,7 +79,7 @@ def main() -> None:
              f"create temp table api_prior on commit drop as {sqlrender.render(pipeline.API_PRIOR)}",
              {"domain": "customer_success", "dates": [day]})
         conn.execute("analyze pg_temp.api_target, pg_temp.api_prior")
-        insert = sqlrender.render("api/metrics_api.sql", api_table=pipeline.API_TABLE, one_date=True,
+        insert = sqlrender.render("api/metrics_api.sql", api_table=pipeline.API_TABLE,
                                   additive=any(m.additive for m in cs.unified))
         plan(conn, "metrics_api: the insert of one customer_success date", insert, {})
         conn.rollback()

@@ -44,9 +44,8 @@ def _build(conn, domain: str, dates) -> list[date]:
         return pipeline.build_api(cur, REGISTRY[domain], sorted(dates))
 
 
-# Built together, a month's dates are one statement and its comparisons are hash-joined; built
-# one date a time (the daily run), they take the one-date form (sql/api/metrics_api.sql): the
-# same golden values either way.
+# Built together, a month's dates are one statement, each comparison joining a month of earlier
+# values; built one date a time (the daily run), one date each: the same golden values either way.
 @pytest.mark.parametrize("together", [True, False], ids=["months-together", "one-date-a-build"])
 def test_month_ends_leap_days_and_the_weekday_aligned_year(schema, together):
     dau = {date(2024, 2, 29): 29, date(2024, 3, 31): 331,   # a leap year

@@ -12,8 +12,7 @@
 -- at a time, the earlier dates from metrics_api (through metrics_api_metric_value_idx) and the
 -- dates being built from api_target (through its index on the same keys).
 -- api_table: metrics_api, or the month's partition when the caller writes a new month into it
--- before it attaches it (pipeline.build_api). one_date: `dates` is one date (the comparisons are
--- joined two ways, see `compared`). additive: whether the domain has an additive metric;
+-- before it attaches it (pipeline.build_api). additive: whether the domain has an additive metric;
 -- without one the totals and their join are left out (at SCALE=10 a month of customer success,
 -- which has none, spent 15 s of 89 s joining 4.4 M rows with no totals).
 insert into entity.{{ api_table }} (
@@ -28,113 +27,56 @@ insert into entity.{{ api_table }} (
 
 with
 
-{% if one_date %}
-    priors as (
-        -- one date (the daily run): every earlier value a row compares with; each target row
-        -- asks for its five comparison dates (one key each, joined exactly on date, entity and
-        -- metric), then one row per target row again
-        select
-            t.metric_date,
-            t.entity_id,
-            t.metric_name,
-            max(p.metric_value) filter (where k.comparison = '1d') as value_1d_ago,
-            max(p.metric_value) filter (where k.comparison = '7d') as value_7d_ago,
-            max(p.metric_value) filter (where k.comparison = '1m') as value_1m_ago,
-            max(p.metric_value) filter (where k.comparison = '1y') as value_1y_ago,
-            max(p.metric_value) filter (where k.comparison = '364d') as value_364d_ago
-        from api_target as t
-        cross join
-            lateral (
-                values
-                ('1d', t.metric_date - 1),
-                ('7d', t.metric_date - 7),
-                -- minus one month clamps to the month's last day: March 31 -> February 28 (29)
-                ('1m', (t.metric_date - interval '1 month')::date),
-                -- February 29 -> February 28
-                ('1y', (t.metric_date - interval '1 year')::date),
-                -- the same weekday a year before
-                ('364d', t.metric_date - 364)
-            ) as k (comparison, compared_date)
-        -- compared under "C" (equality is the same under every deterministic collation): the
-        -- planner merges the two inputs sorted on the text keys, and a byte-order sort of the
-        -- 568,274 prior values of one customer-success date at SCALE=10 took 370-400 ms against
-        -- 628 ms under the database's collation (C.UTF-8 there; en_US.UTF-8 in many warehouses)
-        inner join api_prior as p
-            on
-                k.compared_date = p.metric_date and t.entity_id collate "C" = p.entity_id  -- noqa: RF02
-                and t.metric_name collate "C" = p.metric_name  -- noqa: RF02
-        group by t.metric_date, t.entity_id, t.metric_name
-    ),
-
-    valued as (
-        select
-            t.*,
-            priors.value_1d_ago,
-            priors.value_7d_ago,
-            priors.value_1m_ago,
-            priors.value_1y_ago,
-            priors.value_364d_ago
-        from api_target as t
-        left join priors
-            on
-                t.metric_date = priors.metric_date and t.entity_id = priors.entity_id
-                and t.metric_name = priors.metric_name
-    ),
-
-{% else %}
-    valued as (
-        -- several dates (a range's month, a late day's rebuild): one hash join per comparison,
-        -- each on its exact key (api_prior holds at most one value per date, entity and
-        -- metric), whose inner side is read for the dates it can match only (`first` and `last`
-        -- are the first and last of `dates`); the caller turns merge joins off for this
-        -- statement. The one-date form sorts five keys a target row: for a month of customer
-        -- success at SCALE=10, a 22 M-row sort; October's and November's inserts took 74 and
-        -- 94 s that way, 59 and 67 s this way. For one date the aggregate is the faster (3.0-3.6 s
-        -- against 3.7-4.3 s)
-        select
-            t.*,
-            p1d.metric_value as value_1d_ago,
-            p7d.metric_value as value_7d_ago,
-            p1m.metric_value as value_1m_ago,
-            p1y.metric_value as value_1y_ago,
-            p364d.metric_value as value_364d_ago
-        from api_target as t
-        left join api_prior as p1d
-            on
-                t.metric_date - 1 = p1d.metric_date
-                and t.entity_id = p1d.entity_id and t.metric_name = p1d.metric_name
-                and p1d.metric_date between {{ param('first') }}::date - 1
-                and {{ param('last') }}::date - 1
-        left join api_prior as p7d
-            on
-                t.metric_date - 7 = p7d.metric_date
-                and t.entity_id = p7d.entity_id and t.metric_name = p7d.metric_name
-                and p7d.metric_date between {{ param('first') }}::date - 7
-                and {{ param('last') }}::date - 7
-        -- minus one month clamps to the month's last day: March 31 -> February 28 (29)
-        left join api_prior as p1m
-            on
-                (t.metric_date - interval '1 month')::date = p1m.metric_date
-                and t.entity_id = p1m.entity_id and t.metric_name = p1m.metric_name
-                and p1m.metric_date between ({{ param('first') }}::date - interval '1 month')::date
-                and ({{ param('last') }}::date - interval '1 month')::date
-        -- February 29 -> February 28
-        left join api_prior as p1y
-            on
-                (t.metric_date - interval '1 year')::date = p1y.metric_date
-                and t.entity_id = p1y.entity_id and t.metric_name = p1y.metric_name
-                and p1y.metric_date between ({{ param('first') }}::date - interval '1 year')::date
-                and ({{ param('last') }}::date - interval '1 year')::date
-        -- the same weekday a year before
-        left join api_prior as p364d
-            on
-                t.metric_date - 364 = p364d.metric_date
-                and t.entity_id = p364d.entity_id and t.metric_name = p364d.metric_name
-                and p364d.metric_date between {{ param('first') }}::date - 364
-                and {{ param('last') }}::date - 364
-    ),
-
-{% endif %}
+valued as (
+    -- each value with the five it compares with: one hash join per comparison, each on its
+    -- exact key (api_prior holds at most one value per date, entity and metric), whose inner
+    -- side is read for the dates it can match only (`first` and `last` are the first and last
+    -- of `dates`); the caller turns merge joins off for this statement. This replaced one
+    -- join on five keys a target row, then grouped back to one row (a sort of 22 M rows for
+    -- a month of customer success at SCALE=10): its months' inserts took 30-58 s, 12-25 s this
+    -- way (rolled back, minutes apart); one date's took 2.5 s either way
+    select
+        t.*,
+        p1d.metric_value as value_1d_ago,
+        p7d.metric_value as value_7d_ago,
+        p1m.metric_value as value_1m_ago,
+        p1y.metric_value as value_1y_ago,
+        p364d.metric_value as value_364d_ago
+    from api_target as t
+    left join api_prior as p1d
+        on
+            t.metric_date - 1 = p1d.metric_date
+            and t.entity_id = p1d.entity_id and t.metric_name = p1d.metric_name
+            and p1d.metric_date between {{ param('first') }}::date - 1
+            and {{ param('last') }}::date - 1
+    left join api_prior as p7d
+        on
+            t.metric_date - 7 = p7d.metric_date
+            and t.entity_id = p7d.entity_id and t.metric_name = p7d.metric_name
+            and p7d.metric_date between {{ param('first') }}::date - 7
+            and {{ param('last') }}::date - 7
+    -- minus one month clamps to the month's last day: March 31 -> February 28 (29)
+    left join api_prior as p1m
+        on
+            (t.metric_date - interval '1 month')::date = p1m.metric_date
+            and t.entity_id = p1m.entity_id and t.metric_name = p1m.metric_name
+            and p1m.metric_date between ({{ param('first') }}::date - interval '1 month')::date
+            and ({{ param('last') }}::date - interval '1 month')::date
+    -- February 29 -> February 28
+    left join api_prior as p1y
+        on
+            (t.metric_date - interval '1 year')::date = p1y.metric_date
+            and t.entity_id = p1y.entity_id and t.metric_name = p1y.metric_name
+            and p1y.metric_date between ({{ param('first') }}::date - interval '1 year')::date
+            and ({{ param('last') }}::date - interval '1 year')::date
+    -- the same weekday a year before
+    left join api_prior as p364d
+        on
+            t.metric_date - 364 = p364d.metric_date
+            and t.entity_id = p364d.entity_id and t.metric_name = p364d.metric_name
+            and p364d.metric_date between {{ param('first') }}::date - 364
+            and {{ param('last') }}::date - 364
+),
 
 {% if additive %}
     additive_target as (

@@ -1173,17 +1173,15 @@ def build_api(cur, domain: Domain, changed: list[date], run_id: str | None = Non
             _new_month(cur, table, month)
             existing.add(part)
         into = part.split(".")[1] if detached else API_TABLE
-        one_date = len(chunk) == 1
-        if not one_date:  # the comparisons' hash joins (see api/metrics_api.sql), this statement only
-            cur.execute("select set_config('enable_mergejoin', 'off', true)")
-        cur.execute(sqlrender.render("api/metrics_api.sql", api_table=into, additive=additive,
-                                     one_date=one_date), {"first": chunk[0], "last": chunk[-1]})
+        # the comparisons' hash joins (see api/metrics_api.sql), for this statement only
+        cur.execute("select set_config('enable_mergejoin', 'off', true)")
+        cur.execute(sqlrender.render("api/metrics_api.sql", api_table=into, additive=additive),
+                    {"first": chunk[0], "last": chunk[-1]})
         written = cur.rowcount
+        cur.execute("select set_config('enable_mergejoin', %s, true)", (merge_join,))
         # one row written per api_target row: the dates' counts without counting metrics_api again
         cur.execute("select metric_date, count(*) from pg_temp.api_target group by metric_date")
         counts.update(cur.fetchall())
-        if not one_date:
-            cur.execute("select set_config('enable_mergejoin', %s, true)", (merge_join,))
         rows += written
         if detached:
             _attach_month(cur, table, part, month)

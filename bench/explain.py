@@ -81,7 +81,8 @@ def main() -> None:
         conn.execute("analyze pg_temp.api_target, pg_temp.api_prior")
         insert = sqlrender.render("api/metrics_api.sql", api_table=pipeline.API_TABLE,
                                   additive=any(m.additive for m in cs.unified))
-        plan(conn, "metrics_api: the insert of one customer_success date", insert, {})
+        conn.execute("select set_config('enable_mergejoin', 'off', true)")  # as build_api does
+        plan(conn, "metrics_api: the insert of one customer_success date", insert, {"first": day, "last": day})
         conn.rollback()
 
     target = RESULTS / f"explain-scale{meta['scale']:g}.txt"

@@ -79,10 +79,9 @@ def main() -> None:
              f"create temp table api_prior on commit drop as {sqlrender.render(pipeline.API_PRIOR)}",
              {"domain": "customer_success", "dates": [day]})
         conn.execute("analyze pg_temp.api_target, pg_temp.api_prior")
-        insert = sqlrender.render("api/metrics_api.sql", api_table=pipeline.API_TABLE,
-                                  additive=any(m.additive for m in cs.unified))
-        conn.execute("select set_config('enable_mergejoin', 'off', true)")  # as build_api does
-        plan(conn, "metrics_api: the insert of one customer_success date", insert, {"first": day, "last": day})
+        insert, params = pipeline.api_insert(pipeline.API_TABLE, any(m.additive for m in cs.unified), [day])
+        with conn.cursor() as cur, pipeline.merge_joins_off(cur):  # as build_api runs it
+            plan(conn, "metrics_api: the insert of one customer_success date", insert, params)
         conn.rollback()
 
     target = RESULTS / f"explain-scale{meta['scale']:g}.txt"

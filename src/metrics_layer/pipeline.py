@@ -24,6 +24,7 @@ import logging
 import os
 import re
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, timedelta
 
@@ -1120,6 +1121,27 @@ def api_dates(cur, domain: Domain, changed: list[date]) -> list[date]:
     return [r[0] for r in cur.fetchall()]
 
 
+def api_insert(api_table: str, additive: bool, chunk: list[date]) -> tuple[str, dict]:
+    """The metrics_api insert of the consecutive dates `chunk` (api/metrics_api.sql: into
+    `api_table`, from pg_temp.api_target and api_prior) and its parameters; run it under
+    merge_joins_off."""
+    return (sqlrender.render("api/metrics_api.sql", api_table=api_table, additive=additive),
+            {"first": chunk[0], "last": chunk[-1]})
+
+
+@contextmanager
+def merge_joins_off(cur):
+    """Merge joins off for the statements inside, then the session's setting back (both local to
+    the transaction; an error leaves it to the rollback). metrics_api's comparisons are five
+    hash joins, which the planner never chooses itself: it estimates their buckets from one key
+    column's distinct values."""
+    cur.execute("select current_setting('enable_mergejoin')")
+    saved = cur.fetchone()[0]
+    cur.execute("select set_config('enable_mergejoin', 'off', true)")
+    yield
+    cur.execute("select set_config('enable_mergejoin', %s, true)", (saved,))
+
+
 def build_api(cur, domain: Domain, changed: list[date], run_id: str | None = None) -> list[date]:
     """Rebuild entity.metrics_api for the `changed` dates of `domain` (their values read from the
     domain table, their slices recorded in metrics_ops.unified_slices) and for the dates whose
@@ -1136,8 +1158,6 @@ def build_api(cur, domain: Domain, changed: list[date], run_id: str | None = Non
     additive = any(m.additive for m in domain.unified)
     table = f"{ENTITY_SCHEMA}.{API_TABLE}"
     existing = set(partitions(cur, table))
-    cur.execute("select current_setting('enable_mergejoin')")
-    merge_join = cur.fetchone()[0]
     # the inputs in two small temporary tables with exact statistics (see api/metrics_api.sql)
     cur.execute(f"create temp table api_target ({API_TARGET_COLUMNS}) on commit drop")
     if additive:  # the period totals' lookups of the dates being built
@@ -1173,12 +1193,9 @@ def build_api(cur, domain: Domain, changed: list[date], run_id: str | None = Non
             _new_month(cur, table, month)
             existing.add(part)
         into = part.split(".")[1] if detached else API_TABLE
-        # the comparisons' hash joins (see api/metrics_api.sql), for this statement only
-        cur.execute("select set_config('enable_mergejoin', 'off', true)")
-        cur.execute(sqlrender.render("api/metrics_api.sql", api_table=into, additive=additive),
-                    {"first": chunk[0], "last": chunk[-1]})
+        with merge_joins_off(cur):
+            cur.execute(*api_insert(into, additive, chunk))
         written = cur.rowcount
-        cur.execute("select set_config('enable_mergejoin', %s, true)", (merge_join,))
         # one row written per api_target row: the dates' counts without counting metrics_api again
         cur.execute("select metric_date, count(*) from pg_temp.api_target group by metric_date")
         counts.update(cur.fetchall())

@@ -57,6 +57,12 @@ def main() -> None:
             plan(conn, f"{table}: the build query of one metric_date",
                  pipeline.build_select(registry[table]), {"metric_date": day})
             conn.rollback()
+        # a backfill's 90 dates of product analytics in one statement (its range form, as P3 runs it)
+        backfill = [day - timedelta(days=i) for i in range(89, -1, -1)]
+        plan(conn, "metrics_product_analytics: the range form, 90 metric_dates in one statement",
+             pipeline.build_select(registry["metrics_product_analytics"], range_form=True),
+             {"metric_dates": backfill})
+        conn.rollback()
         # the guide's queries first: the rolled-back rewrite of a day below leaves its index entries
         # pointing at aborted rows until VACUUM, and an index-only scan of that day then reads the heap
         queries = sorted((ROOT / "docs" / "guide_queries").glob("*.sql"))

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import json
-from datetime import date
+from datetime import date, timedelta
 from decimal import Decimal
 
 from helpers import load_fixture, rows_by_key, table_dump
@@ -195,3 +195,89 @@ def test_users_moving_to_another_customer_do_not_change_a_rebuilt_past_day(conn)
                           "where user_id in (101, 103)").fetchall()
     assert labels == [(2,)]
     _check(rows_by_key(conn, TABLE, D, "product_scope")["all"], EXPECTED_D)
+
+
+# Edges of the range form (metrics_product_analytics_range.sql), added to the golden fixture:
+#   108: features 0 and 63 (the mask's first and last bits) on 01-01; feature 0 again 30 days
+#        later (01-31: one run), feature 63 again 31 days later (02-01: two runs); active on
+#        01-31, 02-01 and 02-02..02-13, so a power user from 02-12 ([01-13, 02-12) holds 12 of
+#        those days) to 03-04 ([02-02, 03-04) holds 12; 03-05's window starts on 02-03).
+#   109: features 100 and 200 (outside the masks) on 01-05, 100 again on 02-04 (30 days later)
+#        and 200 on 02-05 (31 days later).
+#   110: active on 01-10 and 02-10, 31 days apart; 111 on 01-12, 01-20 (8 days later) and 03-22
+#        (61 days later): one day more than each window (30, 7 and 60 days) between two runs.
+#   103: sessions without events on 01-20 (103 is a monthly active user on the days
+#        01-21..02-08 of its window, from its event on 01-09) and on 02-20 (inactive then);
+#   101: a session without events on 02-09, between its active days 02-08 and 02-10.
+EDGES = """
+insert into raw.users (user_id, customer_id, created_at, activated_at, deactivated_at) values
+(108, 1, '2025-06-02 00:00+00', '2025-06-03 00:00+00', null),
+(109, 1, '2025-06-02 00:00+00', '2025-06-03 00:00+00', null),
+(110, 1, '2025-06-02 00:00+00', '2025-06-03 00:00+00', null),
+(111, 1, '2025-06-02 00:00+00', '2025-06-03 00:00+00', null);
+insert into raw.product_events (event_id, session_id, user_id, occurred_at, event_type, feature_id) values
+(80001, 0, 108, '2026-01-01 09:00+00', 'view', 0),
+(80002, 0, 108, '2026-01-01 09:01+00', 'view', 63),
+(80003, 0, 108, '2026-01-31 09:00+00', 'view', 0),
+(80004, 0, 108, '2026-02-01 09:00+00', 'view', 63),
+(90001, 0, 109, '2026-01-05 09:00+00', 'view', 100),
+(90002, 0, 109, '2026-01-05 09:01+00', 'view', 200),
+(90003, 0, 109, '2026-02-04 09:00+00', 'view', 100),
+(90004, 0, 109, '2026-02-05 09:00+00', 'view', 200),
+(91001, 0, 110, '2026-01-10 09:00+00', 'view', null),
+(91002, 0, 110, '2026-02-10 09:00+00', 'view', null),
+(92001, 0, 111, '2026-01-12 09:00+00', 'view', null),
+(92002, 0, 111, '2026-01-20 09:00+00', 'view', null),
+(92003, 0, 111, '2026-03-22 09:00+00', 'view', null);
+insert into raw.product_events (event_id, session_id, user_id, occurred_at, event_type, feature_id)
+select 81000 + n, 0, 108, day + interval '9 hours', 'view', null
+from generate_series('2026-02-02'::timestamptz, '2026-02-13', interval '1 day') with ordinality as t (day, n);
+insert into raw.product_sessions (session_id, user_id, started_at, duration_seconds, platform) values
+(31001, 103, '2026-01-20 10:00+00', 90, 'desktop'),
+(31002, 103, '2026-02-20 10:00+00', 30, 'mobile'),
+(31003, 101, '2026-02-09 10:00+00', 45, 'mobile');
+"""
+
+
+def _range_form_rows(conn, dates: list[date], run_id: str) -> dict[date, dict]:
+    """Build `dates` through build_dates (the range form: asserted) and check every row
+    against the per-date form's; returns the rows by date."""
+    pipeline.refresh_states(conn, PA, dates)
+    assert pipeline.uses_range_form(PA, dates, workers=2)
+    assert pipeline.build_dates(conn, PA, dates, run_id=run_id) == dict.fromkeys(dates, 1)
+    cols = ", ".join(PA.built_columns)
+    per_date = pipeline.build_select(PA)
+    rows = {r[0]: r for r in conn.execute(
+        f"select {cols} from metrics_staging.{PA.table} where stage_id = %s order by metric_date",  # noqa: S608
+        (pipeline.stage_key(run_id),))}
+    assert list(rows) == dates
+    for d in dates:
+        assert rows[d] == conn.execute(f"select {cols} from ({per_date}) as q", {"metric_date": d}).fetchone(), d  # noqa: S608
+    return {d: dict(zip(PA.built_columns, r, strict=True)) for d, r in rows.items()}
+
+
+def test_the_range_form_gives_the_per_date_rows_on_every_date(conn, monkeypatch):
+    """The range path builds many dates in one statement (the range form): on every date from
+    2025-11-20 to 2026-03-31 it gives exactly the per-date form's row: the hand-computed ones
+    above, then with the edges added (runs of features 30 and 31 days apart, the mask's bits 0
+    and 63, features outside it, a power user's first and last day, sessions without events)."""
+    load_fixture(conn, "product_analytics_golden.sql")
+    pipeline.ensure_schema(conn)
+    dates = [date(2025, 11, 20) + timedelta(days=i) for i in range(132)]
+    # a dense range takes the range form on its own; three scattered dates, or "never", do not
+    assert not pipeline.uses_range_form(PA, [date(2025, 12, 1), date(2026, 1, 10), D], workers=2)
+    monkeypatch.setenv("METRICS_RANGE_FORM", "never")
+    assert not pipeline.uses_range_form(PA, dates, workers=2)
+    monkeypatch.delenv("METRICS_RANGE_FORM")
+
+    rows = _range_form_rows(conn, dates, "range-form")
+    _check(rows[D], EXPECTED_D)
+    _check(rows[date(2026, 1, 10)], EXPECTED_JAN)
+    _check(rows[date(2025, 12, 1)], EXPECTED_EMPTY)
+
+    conn.execute(EDGES)
+    rows = _range_form_rows(conn, dates, "range-form-edges")
+    # 108 is the only power user of February (02-12 .. 03-04, 21 dates); 101 is one on D only
+    power = [d for d in dates if rows[d]["power_users"] > 0]
+    assert power == [date(2026, 2, 12) + timedelta(days=i) for i in range(21)] + [D]
+    assert {rows[d]["power_users"] for d in power} == {1}

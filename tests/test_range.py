@@ -33,7 +33,9 @@ def _checksums(conn) -> dict[str, tuple[int, str]]:
                             f"from {t} as x").fetchone() for t in _tables(conn)}
 
 
-def test_a_range_run_leaves_exactly_what_one_run_per_date_leaves(conn, tmp_path):
+def test_a_range_run_leaves_exactly_what_one_run_per_date_leaves(conn, tmp_path, monkeypatch):
+    """Product analytics' range builds its six dates with its range form (one statement;
+    six dates alone would not take it: METRICS_RANGE_FORM=always)."""
     seed.seed(conn, scale=0.05, days=35, seed=7, end_date=TODAY)
     assert cli.run_dates(source_domains(), DATES, tmp_path / "per-date.log", per_date=True) == []
     per_date = _checksums(conn)
@@ -45,6 +47,9 @@ def test_a_range_run_leaves_exactly_what_one_run_per_date_leaves(conn, tmp_path)
 
     for schema in LAYER:
         conn.execute(f"drop schema {schema} cascade")
+    monkeypatch.setenv("METRICS_RANGE_FORM", "always")
+    product = load_registry()["product"]
+    assert pipeline.uses_range_form(product, DATES, pipeline.build_workers())
     assert cli.run_dates(source_domains(), DATES, tmp_path / "range.log") == []
     assert _checksums(conn) == per_date
     # one run built the six dates of each domain

@@ -125,6 +125,9 @@ class Domain:
     expectation_suite: str
     metrics: tuple[Metric, ...]
     path: Path = field(compare=False)
+    # the same rows for many metric_dates in one statement (bind parameter `metric_dates`), which
+    # a range build uses when it is cheaper than one build_sql per date (pipeline.build_dates)
+    range_build_sql: str | None = None
     headline: dict[str, str] = field(default_factory=dict, compare=False)
     # "source": a domain DAG builds it from source tables; "derived": the fan-in builds it from
     # the published domain tables (the company overview), after they publish
@@ -270,7 +273,7 @@ def load_domain(path: Path) -> Domain:
         state_window_days=window,
         lookback_days=lookback,
         build_sql=raw["build_sql"], expectation_suite=raw["expectation_suite"],
-        metrics=tuple(metrics), path=path,
+        metrics=tuple(metrics), path=path, range_build_sql=raw.get("range_build_sql"),
         headline={_ident(k, path, "headline"): str(v) for k, v in (raw.get("headline") or {}).items()},
         kind=kind, alerting=alerting, severity_overrides=overrides, anomalies=anomalies,
         anomaly_exclude_dates=excluded,

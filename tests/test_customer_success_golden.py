@@ -199,3 +199,44 @@ def test_a_user_who_reaches_raw_users_late_counts_without_rebuilding_state(conn)
     # Epsilon: 98 used core feature 2 -> 2 features, both core features of 2 adopted
     assert (rows[5]["monthly_active_users"], rows[5]["features_adopted"],
             rows[5]["core_feature_adoption_rate"]) == (2, 2, Decimal("1.0000"))
+
+
+def test_the_range_form_gives_the_per_date_rows_on_every_date(conn):
+    """The range path builds many dates in one statement (the range form): on every date from
+    2026-01-15 to 2026-04-15 of the golden fixture it gives exactly the per-date form's rows
+    (seats created, deactivated and activated mid-range, subscriptions changing, tickets and
+    device readings entering and leaving their windows, a user active before its created_at)."""
+    from datetime import timedelta
+
+    load_fixture(conn, "customer_success_golden.sql")
+    # 120 was active (features 1 and 3) on 02-01..02-03, before its created_at (02-15 10:00): it
+    # counts from 02-16 on, while those days are in the window; 121 is active on its creation
+    # day (03-01) and deactivated on 03-20, its last day as a seat; 122 is active on 03-04, the
+    # day before its created_at day (03-05 10:00): it counts from 03-06
+    conn.execute("""
+        insert into raw.users (user_id, customer_id, created_at, activated_at, deactivated_at) values
+        (120, 1, '2026-02-15 10:00+00', '2026-02-15 11:00+00', null),
+        (121, 1, '2026-03-01 08:00+00', null, '2026-03-20 12:00+00'),
+        (122, 1, '2026-03-05 10:00+00', null, null);
+        insert into raw.product_events (event_id, session_id, user_id, occurred_at, event_type, feature_id)
+        select 70000 + n, 0, 120, '2026-02-01 09:00+00'::timestamptz + (n % 3) * interval '1 day',
+               'view', case when n < 3 then 1 else 3 end
+        from generate_series(0, 5) as n;
+        insert into raw.product_events (event_id, session_id, user_id, occurred_at, event_type, feature_id)
+        values (71000, 0, 121, '2026-03-01 09:00+00', 'view', 2), (71001, 0, 121, '2026-03-15 09:00+00', 'view', 2),
+               (72000, 0, 122, '2026-03-04 09:00+00', 'view', 4);
+    """)
+    pipeline.ensure_schema(conn)
+    dates = [date(2026, 1, 15) + timedelta(days=i) for i in range(91)]
+    pipeline.refresh_states(conn, CS, dates)
+    assert pipeline.uses_range_form(CS, dates, workers=2)
+    built = pipeline.build_dates(conn, CS, dates, run_id="range-form")
+    cols = ", ".join(CS.built_columns)
+    per_date = pipeline.build_select(CS)
+    for d in dates:
+        got = conn.execute(f"select {cols} from metrics_staging.{CS.table} where stage_id = %s "  # noqa: S608
+                           "and metric_date = %s order by customer_id", (pipeline.stage_key("range-form"), d)).fetchall()
+        expected = conn.execute(f"select {cols} from ({per_date}) as q order by customer_id",  # noqa: S608
+                                {"metric_date": d}).fetchall()
+        assert got == expected, d
+        assert built[d] == len(expected)

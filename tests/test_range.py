@@ -125,3 +125,39 @@ def test_the_range_params_are_checked_before_anything_runs(pg_server, conn):
     states = {ti.task_id: ti.state for ti in dr.get_task_instances()}
     assert states["check_sources"] == "failed" and states["publish"] == "upstream_failed"
     assert conn.execute("select to_regclass('entity.metrics_sales')").fetchone()[0] is None
+
+
+def test_the_range_forms_give_the_per_date_rows_on_a_seeded_quarter(conn):
+    """Customer success and product analytics build a quarter of seeded data with their range
+    forms (one statement each) and with their per-date forms: the same rows on every date
+    (users created, activated and deactivated, devices in service, tickets, subscriptions and
+    core features released inside the range, as the seed draws them)."""
+    seed.seed(conn, scale=0.05, days=120, seed=11, end_date=TODAY)
+    pipeline.ensure_schema(conn)
+    dates = [TODAY - timedelta(days=i) for i in range(89, -1, -1)]
+    # a core feature released inside the range (after its users' first events): a second core mask
+    conn.execute("update raw.features set released_at = %s::date + interval '10 hours' where feature_id = 2",
+                 (dates[45],))
+    assert conn.execute("select is_core from raw.features where feature_id = 2").fetchone() == (True,)
+    for name in ("customer_success", "product"):
+        domain = load_registry()[name]
+        pipeline.refresh_states(conn, domain, dates)
+        assert pipeline.uses_range_form(domain, dates, workers=2)
+        run_id = f"range-form-{name}"
+        pipeline.build_dates(conn, domain, dates, run_id=run_id)
+        cols = ", ".join(domain.built_columns)
+        got = conn.execute(f"select {cols} from metrics_staging.{domain.table} where stage_id = %s "  # noqa: S608
+                           "order by 1, 2", (pipeline.stage_key(run_id),)).fetchall()
+        per_date = pipeline.build_select(domain)
+        expected = [row for d in dates for row in conn.execute(
+            f"select {cols} from ({per_date}) as q order by 1, 2", {"metric_date": d}).fetchall()]  # noqa: S608
+        assert len(got) == len(expected) >= len(dates)
+        assert got == expected, name
+
+
+def test_a_range_is_cut_into_one_contiguous_piece_per_connection():
+    days = [date(2026, 1, 1) + timedelta(days=i) for i in range(7)]
+    assert pipeline.range_pieces(days, 2) == [days[:4], days[4:]]
+    assert pipeline.range_pieces(days, 3) == [days[:3], days[3:5], days[5:]]
+    assert pipeline.range_pieces(days[:1], 2) == [days[:1]]
+    assert pipeline.range_pieces(list(reversed(days)), 1) == [days]

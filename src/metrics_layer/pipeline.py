@@ -809,7 +809,8 @@ def build_staging(conn, domain: Domain, metric_date: date, run_id: str | None = 
     return rows
 
 
-def build_range_staging(conn, domain: Domain, dates: list[date], run_id: str | None = None) -> dict[date, int]:
+def build_range_staging(conn, domain: Domain, dates: list[date], run_id: str | None = None,
+                        sweep: bool = True) -> dict[date, int]:
     """Compute every date of `dates` into the run's staging slices with the domain's range form
     (`range_build_sql`: one statement for all of them), in one transaction: a retry replaces
     the slices, a failure leaves none of them. Same rows as build_staging date by date
@@ -825,16 +826,21 @@ def build_range_staging(conn, domain: Domain, dates: list[date], run_id: str | N
     try:
         with conn.transaction(), conn.cursor() as cur:
             _utc(cur)
-            _sweep_staging(cur, domain)
+            if sweep:
+                _sweep_staging(cur, domain)
             cur.execute(f"delete from {target} where stage_id = %s and metric_date = any(%s)",  # noqa: S608
                         (stage, dates))
             _record_build(cur, domain, dates, stage)
-            cur.execute(
-                f"insert into {target} (stage_id, {cols})\n"  # noqa: S608
-                f"select %(stage_id)s, {cols} from (\n{build_select(domain, range_form=True)}\n) as q",
-                {"metric_dates": dates, "stage_id": stage},
-            )
-            inserted = cur.rowcount
+            # hash joins: the statement's CTEs carry no statistics, and a join the planner
+            # estimates at one row, run as a nested loop over a million (or merged on one of its
+            # two keys), does not end
+            with planner_off(cur, "enable_nestloop", "enable_mergejoin"):
+                cur.execute(
+                    f"insert into {target} (stage_id, {cols})\n"  # noqa: S608
+                    f"select %(stage_id)s, {cols} from (\n{build_select(domain, range_form=True)}\n) as q",
+                    {"metric_dates": dates, "stage_id": stage},
+                )
+                inserted = cur.rowcount
             cur.execute(f"select metric_date, count(*) from {target} where stage_id = %s "  # noqa: S608
                         "and metric_date = any(%s) group by metric_date", (stage, dates))
             rows = dict(cur.fetchall())
@@ -876,7 +882,8 @@ def _sibling(conn):
 
 # A range form reads the state of [first - window, last) once, sorted by entity and day; per day
 # of state read that costs ~3.5 times what one date's build pays for a day of its window
-# (product analytics at SCALE=10: 5.3 s for one date against 1.5 s, bench/, P3).
+# (product analytics at SCALE=10: 5.3 s for one date against 1.5 s, bench/, P3). A range is
+# cut into one contiguous piece per build connection, each reading its own window too.
 RANGE_FORM_COST = 3.5
 RANGE_FORMS = ("auto", "always", "never")
 
@@ -889,45 +896,61 @@ def range_form_choice() -> str:
     return value
 
 
+def range_pieces(dates: list[date], workers: int) -> list[list[date]]:
+    """`dates` (sorted) cut into at most `workers` contiguous pieces of near-equal length."""
+    dates = sorted(set(dates))
+    n = max(1, min(workers, len(dates)))
+    size, extra = divmod(len(dates), n)
+    pieces, start = [], 0
+    for i in range(n):
+        end = start + size + (1 if i < extra else 0)
+        pieces.append(dates[start:end])
+        start = end
+    return pieces
+
+
 def uses_range_form(domain: Domain, dates: list[date], workers: int) -> bool:
     """Whether `dates` are built with the domain's range form: more than one date, and (auto)
-    its one read of the state costs less than the per-date builds' reads spread over `workers`
-    connections (a dense range of 8 or more dates with a 60-day window; never a handful of
-    dates scattered over months)."""
+    the reads of its pieces (one per connection, each with its window) cost less than the
+    per-date builds' reads spread over the same `workers` connections (a dense range of 8 or
+    more dates; never a handful of dates scattered over months)."""
     choice = range_form_choice()
     if not domain.range_build_sql or len(dates) < 2 or choice == "never":
         return False
     if choice == "always":
         return True
     window = domain.state_window_days
-    span = (max(dates) - min(dates)).days + 1
-    return RANGE_FORM_COST * (span + window) < len(dates) * window / max(workers, 1)
+    longest = max((p[-1] - p[0]).days + 1 for p in range_pieces(dates, workers))
+    return RANGE_FORM_COST * (longest + window) < len(dates) * window / max(workers, 1)
 
 
 def build_dates(conn, domain: Domain, dates: list[date], run_id: str | None = None,
                 workers: int | None = None) -> dict[date, int]:
-    """Build each of `dates` into the run's staging slices. Many dates of a domain with a range
-    form go through it, in one statement (uses_range_form, build_range_staging). Otherwise one
-    build_staging (one transaction) a date, on `workers` connections at once (`conn` and
-    workers - 1 more to its database, opened here and closed after), each taking the next date
-    until none is left: one date's build is one statement on one core, and a backfill has the
-    server's other cores to use (at SCALE=10 on 2 cores: bench/, P3). The slices of different
-    dates never touch the same rows. The first failure stops the other connections after their
-    current date and is raised; the dates already built keep their slices, which a retry
-    replaces. Returns {date: rows}."""
+    """Build each of `dates` into the run's staging slices, on `workers` connections at once
+    (`conn` and workers - 1 more to its database, opened here and closed after). Many dates of
+    a domain with a range form go through it (uses_range_form): the range cut into one
+    contiguous piece per connection, each piece one statement and one transaction
+    (build_range_staging). Otherwise one build_staging (one transaction) a date, each connection
+    taking the next date until none is left. One statement runs on one core, and a backfill has
+    the server's other cores to use (at SCALE=10 on 2 cores: bench/, P3). The slices of
+    different dates never touch the same rows. The first failure stops the other connections
+    after their current piece or date and is raised; what was built keeps its slices, which a
+    retry replaces. Returns {date: rows}."""
     import queue
     import threading
 
+    dates = sorted(set(dates))
     workers = min(build_workers() if workers is None else workers, len(dates))
-    if uses_range_form(domain, dates, workers):
-        return build_range_staging(conn, domain, dates, run_id)
+    ranged = uses_range_form(domain, dates, workers)
     if workers <= 1:
+        if ranged:
+            return build_range_staging(conn, domain, dates, run_id)
         return {d: build_staging(conn, domain, d, run_id) for d in dates}
     with conn.transaction(), conn.cursor() as cur:
         _sweep_staging(cur, domain)
     todo: queue.SimpleQueue = queue.SimpleQueue()
-    for d in dates:
-        todo.put(d)
+    for item in range_pieces(dates, workers) if ranged else dates:
+        todo.put(item)
     rows: dict[date, int] = {}
     errors: list[BaseException] = []
     failed = threading.Event()
@@ -935,11 +958,14 @@ def build_dates(conn, domain: Domain, dates: list[date], run_id: str | None = No
     def work(c) -> None:
         while not failed.is_set():
             try:
-                d = todo.get_nowait()
+                item = todo.get_nowait()
             except queue.Empty:
                 return
             try:
-                rows[d] = build_staging(c, domain, d, run_id, sweep=False)
+                if ranged:
+                    rows.update(build_range_staging(c, domain, item, run_id, sweep=False))
+                else:
+                    rows[item] = build_staging(c, domain, item, run_id, sweep=False)
             except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread below
                 errors.append(exc)
                 failed.set()
@@ -1222,16 +1248,26 @@ def api_insert(api_table: str, additive: bool, chunk: list[date]) -> tuple[str, 
 
 
 @contextmanager
-def merge_joins_off(cur):
-    """Merge joins off for the statements inside, then the session's setting back (both local to
-    the transaction; an error leaves it to the rollback). metrics_api's comparisons are five
-    hash joins, which the planner never chooses itself: it estimates their buckets from one key
-    column's distinct values."""
-    cur.execute("select current_setting('enable_mergejoin')")
-    saved = cur.fetchone()[0]
-    cur.execute("select set_config('enable_mergejoin', 'off', true)")
+def planner_off(cur, *settings: str):
+    """Planner settings (enable_*) off for the statements inside, then the session's values back
+    (both local to the transaction; an error leaves them to the rollback)."""
+    saved = {}
+    for name in settings:
+        cur.execute("select current_setting(%s)", (name,))
+        saved[name] = cur.fetchone()[0]
+        cur.execute("select set_config(%s, 'off', true)", (name,))
     yield
-    cur.execute("select set_config('enable_mergejoin', %s, true)", (saved,))
+    for name, value in saved.items():
+        cur.execute("select set_config(%s, %s, true)", (name, value))
+
+
+@contextmanager
+def merge_joins_off(cur):
+    """Merge joins off for the statements inside (planner_off). metrics_api's comparisons are
+    five hash joins, which the planner never chooses itself: it estimates their buckets from one
+    key column's distinct values."""
+    with planner_off(cur, "enable_mergejoin"):
+        yield
 
 
 def build_api(cur, domain: Domain, changed: list[date], run_id: str | None = None) -> list[date]:

@@ -992,11 +992,14 @@ RUN_KINDS = {"scheduled": "scheduled rerun", "backfill": "backfill", "manual": "
 
 
 def definition_hash(domain: Domain) -> str:
-    """What a domain's numbers are defined by: its registry file, its build SQL and the build
-    SQL of the states it reads. A republication under another hash is a definition change."""
+    """What a domain's numbers are defined by: its registry file, its build SQL (both forms, and
+    the `_*.sql` macros beside them) and the build SQL of the states it reads. A republication
+    under another hash is a definition change."""
     h = hashlib.sha256()
-    for path in [domain.path, SQL_DIR / domain.build_sql,
+    build = SQL_DIR / domain.build_sql
+    for path in [domain.path, build,
                  *([SQL_DIR / domain.range_build_sql] if domain.range_build_sql else []),
+                 *sorted(build.parent.glob("_*.sql")),
                  *(SQL_DIR / states()[s].sql for s in domain.states)]:
         h.update(path.read_bytes())
     return h.hexdigest()[:16]

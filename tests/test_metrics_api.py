@@ -39,26 +39,33 @@ def _api(conn, domain: str, metric: str, d: date, entity: str = "all") -> dict:
         return dict(zip([c.name for c in cur.description], row, strict=True))
 
 
-def _build(conn, domain: str, dates) -> list[date]:
+def _build(conn, domain: str, dates, at_once: bool = False) -> list[date]:
     with conn.transaction(), conn.cursor() as cur:
-        return pipeline.build_api(cur, REGISTRY[domain], sorted(dates))
+        return pipeline.build_api(cur, REGISTRY[domain], sorted(dates), at_once=at_once)
 
 
 # Built together, a month's dates are one statement, each comparison joining a month of earlier
-# values; built one date a time (the daily run), one date each: the same golden values either way.
-@pytest.mark.parametrize("together", [True, False], ids=["months-together", "one-date-a-build"])
-def test_month_ends_leap_days_and_the_weekday_aligned_year(schema, together):
+# values; built one date a time (the daily run), one date each; built months at once (each month
+# on a connection of its own, its comparisons with other months read from the domain table): the
+# same golden values every way.
+@pytest.mark.parametrize("how", ["months-together", "one-date-a-build", "months-at-once"])
+def test_month_ends_leap_days_and_the_weekday_aligned_year(schema, how, caplog):
     dau = {date(2024, 2, 29): 29, date(2024, 3, 31): 331,   # a leap year
            date(2025, 2, 28): 28, date(2025, 3, 11): 311,
            date(2026, 2, 28): 10, date(2026, 3, 28): 9, date(2026, 3, 29): 11, date(2026, 3, 30): 12,
            date(2026, 3, 31): 15, date(2026, 3, 10): 20, date(2026, 3, 9): 0, date(2026, 3, 3): 25,
            date(2027, 2, 28): 7, date(2028, 2, 29): 14}
     _put(schema, "product", "daily_active_users", dau)
-    if together:
-        _build(schema, "product", dau)
-    else:
+    if how == "one-date-a-build":
         for d in sorted(dau):
             assert _build(schema, "product", [d]) == [d]
+    else:
+        caplog.set_level("INFO", logger="metrics_layer.pipeline")
+        _build(schema, "product", dau, at_once=how == "months-at-once")
+        # eight months with no partition yet: built on two connections at once, or one by one
+        at_once = [r.getMessage().rsplit(" in ", 1)[0] for r in caplog.records if "connections" in r.getMessage()]
+        assert at_once == (["entity.metrics_api: built 8 month(s) of product on 2 connections and attached them"]
+                           if how == "months-at-once" else [])
     # the 28th to the 31st of March all compare with February's last day (MetricFlow's 31st has none)
     for day, value, pct in ((28, 9, Decimal("-10.00")), (29, 11, Decimal("10.00")),
                             (30, 12, Decimal("20.00")), (31, 15, Decimal("50.00"))):

@@ -173,3 +173,47 @@ def test_attaching_a_month_never_makes_a_reader_wait(schema, pg_server):
         writer.commit()
         reader.commit()
     assert set(_bounds(schema, API)) == {"metrics_api_y2026m03", "metrics_api_y2026m04"}
+
+
+def _month_builds(conn) -> list[str]:
+    return [r[0] for r in conn.execute(
+        "select c.relname from pg_class as c join pg_namespace as n on n.oid = c.relnamespace "
+        "where n.nspname = 'metrics_staging' and c.relkind = 'r' and c.relname like 'metrics\\_api\\_build\\_%' order by 1").fetchall()]
+
+
+def test_months_built_at_once_are_attached_together_or_not_at_all(schema, monkeypatch):
+    """The fan-in builds a range's new months on connections of their own, which commit each
+    month into metrics_staging; the fan-in's one transaction attaches them. When it fails after
+    that (here: the attach waits for another session's lock past the lock timeout), readers see
+    none of the range, nothing is recorded as built, and the next fan-in drops the months left
+    behind and builds the range again."""
+    put_values(schema, PRODUCT, "daily_active_users",
+               {date(2026, 1, 31): 5, date(2026, 2, 28): 7, date(2026, 3, 31): 9})
+    monkeypatch.setenv("METRICS_LOCK_TIMEOUT", "1s")
+    with psycopg.connect(**schema.info.get_parameters()) as holder:
+        # as another session's VACUUM, ANALYZE or ATTACH of metrics_api would hold it
+        holder.execute(f"lock table {API} in share update exclusive mode")
+        with pytest.raises(psycopg.errors.LockNotAvailable):
+            pipeline.build_unified(schema, "fan-in-1")
+        assert len(_month_builds(schema)) == 3  # built and committed by the workers
+        holder.rollback()
+    assert _bounds(schema, API) == {}
+    assert schema.execute(f"select count(*) from {UNIFIED}").fetchone()[0] == 0  # noqa: S608
+    assert schema.execute("select count(*) from metrics_ops.unified_slices").fetchone()[0] == 0
+    assert pipeline.stale_slices(schema) == {"product": [date(2026, 1, 31), date(2026, 2, 28), date(2026, 3, 31)]}
+
+    assert pipeline.build_unified(schema, "fan-in-2") == {"product": 3}
+    assert _month_builds(schema) == []
+    assert set(_bounds(schema, API)) == {"metrics_api_y2026m01", "metrics_api_y2026m02", "metrics_api_y2026m03"}
+    # 03-31 - 1 month = 02-28 (7), a month built beside it; 02-28 - 1 month = 01-28 (no row)
+    assert schema.execute(f"select metric_date, metric_value, value_1m_ago, change_1m, pct_change_1m from {API} "  # noqa: S608
+                          "order by 1").fetchall() == [
+        (date(2026, 1, 31), 5, None, None, None), (date(2026, 2, 28), 7, None, None, None),
+        (date(2026, 3, 31), 9, 7, 2, Decimal("28.57"))]
+    assert pipeline.stale_slices(schema) == {}
+    # each month has the parent's three indexes, built by its worker and adopted by ATTACH
+    assert [r[0] for r in schema.execute(
+        "select c.relname from pg_index as i join pg_class as c on c.oid = i.indexrelid "
+        "join pg_inherits as h on h.inhrelid = i.indexrelid where i.indrelid = %s::regclass order by 1",
+        (f"{API}_y2026m02",)).fetchall()] == [
+        "metrics_api_y2026m02_entity_idx", "metrics_api_y2026m02_metric_value_idx", "metrics_api_y2026m02_pkey"]

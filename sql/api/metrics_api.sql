@@ -12,10 +12,12 @@
 -- at a time, the earlier dates from metrics_api (through metrics_api_metric_value_idx) and the
 -- dates being built from api_target (through its index on the same keys).
 -- api_table: metrics_api, or the month's partition when the caller writes a new month into it
--- before it attaches it (pipeline.build_api). additive: whether the domain has an additive metric;
--- without one the totals and their join are left out (at SCALE=10 a month of customer success,
--- which has none, spent 15 s of 89 s joining 4.4 M rows with no totals).
-insert into entity.{{ api_table }} (
+-- before it attaches it (pipeline.build_api); api_schema (default entity): metrics_staging for a
+-- month built on a connection of its own, moved into entity when the fan-in attaches it.
+-- additive: whether the domain has an additive metric; without one the totals and their join
+-- are left out (at SCALE=10 a month of customer success, which has none, spent 15 s of 89 s
+-- joining 4.4 M rows with no totals).
+insert into {{ api_schema | default('entity') }}.{{ api_table }} (
     metric_date, domain, entity_type, entity_id, entity_name, metric_name, metric_value, unit,
     importance_tier, direction,
     value_1d_ago, change_1d, pct_change_1d, value_7d_ago, change_7d, pct_change_7d,

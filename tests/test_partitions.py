@@ -186,31 +186,38 @@ def test_months_built_at_once_are_attached_together_or_not_at_all(schema, monkey
     month into metrics_staging; the fan-in's one transaction attaches them. When it fails after
     that (here: the attach waits for another session's lock past the lock timeout), readers see
     none of the range, nothing is recorded as built, and the next fan-in drops the months left
-    behind and builds the range again."""
+    behind and builds the range again. A month's comparisons read the months beside it and the
+    month before the range (built earlier, attached)."""
+    put_values(schema, PRODUCT, "daily_active_users", {date(2026, 1, 31): 5})
+    assert pipeline.build_unified(schema, "fan-in-0") == {"product": 1}
     put_values(schema, PRODUCT, "daily_active_users",
-               {date(2026, 1, 31): 5, date(2026, 2, 28): 7, date(2026, 3, 31): 9})
+               {date(2026, 2, 1): 6, date(2026, 2, 28): 7, date(2026, 3, 31): 9})
     monkeypatch.setenv("METRICS_LOCK_TIMEOUT", "1s")
     with psycopg.connect(**schema.info.get_parameters()) as holder:
         # as another session's VACUUM, ANALYZE or ATTACH of metrics_api would hold it
         holder.execute(f"lock table {API} in share update exclusive mode")
         with pytest.raises(psycopg.errors.LockNotAvailable):
             pipeline.build_unified(schema, "fan-in-1")
-        assert len(_month_builds(schema)) == 3  # built and committed by the workers
+        assert len(_month_builds(schema)) == 2  # February and March, built and committed by the workers
         holder.rollback()
-    assert _bounds(schema, API) == {}
-    assert schema.execute(f"select count(*) from {UNIFIED}").fetchone()[0] == 0  # noqa: S608
-    assert schema.execute("select count(*) from metrics_ops.unified_slices").fetchone()[0] == 0
-    assert pipeline.stale_slices(schema) == {"product": [date(2026, 1, 31), date(2026, 2, 28), date(2026, 3, 31)]}
+    assert set(_bounds(schema, API)) == {"metrics_api_y2026m01"}
+    assert schema.execute(f"select count(*) from {UNIFIED}").fetchone()[0] == 1  # noqa: S608
+    assert pipeline.stale_slices(schema) == {"product": [date(2026, 2, 1), date(2026, 2, 28), date(2026, 3, 31)]}
 
     assert pipeline.build_unified(schema, "fan-in-2") == {"product": 3}
     assert _month_builds(schema) == []
     assert set(_bounds(schema, API)) == {"metrics_api_y2026m01", "metrics_api_y2026m02", "metrics_api_y2026m03"}
-    # 03-31 - 1 month = 02-28 (7), a month built beside it; 02-28 - 1 month = 01-28 (no row)
-    assert schema.execute(f"select metric_date, metric_value, value_1m_ago, change_1m, pct_change_1m from {API} "  # noqa: S608
-                          "order by 1").fetchall() == [
-        (date(2026, 1, 31), 5, None, None, None), (date(2026, 2, 28), 7, None, None, None),
-        (date(2026, 3, 31), 9, 7, 2, Decimal("28.57"))]
+    # 02-01 - 1 day = 01-31 (5), a month built before; 03-31 - 1 month = 02-28 (7), a month built
+    # beside it; 02-28 - 1 month = 01-28 and 02-28 - 7 days = 02-21 (no rows)
+    assert schema.execute(f"select metric_date, metric_value, value_1d_ago, value_7d_ago, value_1m_ago, "  # noqa: S608
+                          f"change_1m, pct_change_1m from {API} order by 1").fetchall() == [
+        (date(2026, 1, 31), 5, None, None, None, None, None),
+        (date(2026, 2, 1), 6, 5, None, None, None, None),
+        (date(2026, 2, 28), 7, None, None, None, None, None),
+        (date(2026, 3, 31), 9, None, None, 7, 2, Decimal("28.57"))]
     assert pipeline.stale_slices(schema) == {}
+    assert schema.execute("select metric_date, row_count from metrics_ops.api_slices order by 1").fetchall() == [
+        (date(2026, 1, 31), 1), (date(2026, 2, 1), 1), (date(2026, 2, 28), 1), (date(2026, 3, 31), 1)]
     # each month has the parent's three indexes, built by its worker and adopted by ATTACH
     assert [r[0] for r in schema.execute(
         "select c.relname from pg_index as i join pg_class as c on c.oid = i.indexrelid "

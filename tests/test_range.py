@@ -4,6 +4,7 @@ leaves, in every table readers see."""
 
 from __future__ import annotations
 
+import logging
 from datetime import date, timedelta
 
 import pendulum
@@ -18,6 +19,9 @@ from metrics_layer.runctx import MAX_RANGE_DAYS, metric_dates
 
 TODAY = date.today()
 DATES = [TODAY - timedelta(days=i) for i in range(5, -1, -1)]
+# six consecutive dates up to today, three at the end of one month and three at the start of the next
+_START = TODAY.replace(day=1) if TODAY.day >= 3 else (TODAY.replace(day=1) - timedelta(days=1)).replace(day=1)
+ACROSS_A_MONTH_END = [_START + timedelta(days=i) for i in range(-3, 3)]
 LAYER = ("entity", "metrics_staging", "metrics_state", "metrics_ops")
 
 
@@ -35,8 +39,10 @@ def _checksums(conn) -> dict[str, tuple[int, str]]:
 
 def test_a_range_run_leaves_exactly_what_one_run_per_date_leaves(conn, tmp_path, monkeypatch):
     """Product analytics' range builds its six dates with its range form (one statement;
-    six dates alone would not take it: METRICS_RANGE_FORM=always)."""
-    seed.seed(conn, scale=0.05, days=35, seed=7, end_date=TODAY)
+    six dates alone would not take it: METRICS_RANGE_FORM=always); the fan-in builds the two
+    new months of metrics_api at once, on two connections."""
+    DATES = ACROSS_A_MONTH_END  # noqa: N806
+    seed.seed(conn, scale=0.05, days=40, seed=7, end_date=TODAY)
     assert cli.run_dates(source_domains(), DATES, tmp_path / "per-date.log", per_date=True) == []
     per_date = _checksums(conn)
     for domain in source_domains():
@@ -48,10 +54,22 @@ def test_a_range_run_leaves_exactly_what_one_run_per_date_leaves(conn, tmp_path,
     for schema in LAYER:
         conn.execute(f"drop schema {schema} cascade")
     monkeypatch.setenv("METRICS_RANGE_FORM", "always")
+    messages: list[str] = []
+    handler = logging.Handler(logging.INFO)
+    handler.emit = lambda record: messages.append(record.getMessage())
+    pipeline.log.addHandler(handler)
+    monkeypatch.setattr(pipeline.log, "level", logging.INFO)
     product = load_registry()["product"]
     assert pipeline.uses_range_form(product, DATES, pipeline.build_workers())
-    assert cli.run_dates(source_domains(), DATES, tmp_path / "range.log") == []
+    try:
+        assert cli.run_dates(source_domains(), DATES, tmp_path / "range.log") == []
+    finally:
+        pipeline.log.removeHandler(handler)
     assert _checksums(conn) == per_date
+    # customer success, the largest domain, went first and built both new months at once; the
+    # domains after it wrote into the months it attached
+    at_once = [m.split("metrics_api: ", 1)[1].split(" in ")[0] for m in messages if "connections and attached" in m]
+    assert at_once == ["built 2 month(s) of customer_success on 2 connections and attached them"]
     # one run built the six dates of each domain
     assert runs_per_date == 6
     assert conn.execute("select count(distinct run_id), count(*) from metrics_ops.publish_history "

@@ -12,12 +12,12 @@
 -- at a time, the earlier dates from metrics_api (through metrics_api_metric_value_idx) and the
 -- dates being built from api_target (through its index on the same keys).
 -- api_table: metrics_api, or the month's partition when the caller writes a new month into it
--- before it attaches it (pipeline.build_api); api_schema (default entity): metrics_staging for a
--- month built on a connection of its own, moved into entity when the fan-in attaches it.
+-- before it attaches it (pipeline.build_api).
 -- additive: whether the domain has an additive metric; without one the totals and their join
 -- are left out (at SCALE=10 a month of customer success, which has none, spent 15 s of 89 s
 -- joining 4.4 M rows with no totals).
-insert into {{ api_schema | default('entity') }}.{{ api_table }} (
+{% from "api/_columns.sql" import api_columns %}
+insert into entity.{{ api_table }} (
     metric_date, domain, entity_type, entity_id, entity_name, metric_name, metric_value, unit,
     importance_tier, direction,
     value_1d_ago, change_1d, pct_change_1d, value_7d_ago, change_7d, pct_change_7d,
@@ -204,42 +204,7 @@ compared as (
 
 final as (
     select
-        metric_date,
-        domain,
-        entity_type,
-        entity_id,
-        entity_name,
-        metric_name,
-        metric_value,
-        unit,
-        importance_tier,
-        direction,
-        value_1d_ago,
-        metric_value - value_1d_ago as change_1d,
-        round(100 * (metric_value - value_1d_ago) / nullif(abs(value_1d_ago), 0), 2) as pct_change_1d,
-        value_7d_ago,
-        metric_value - value_7d_ago as change_7d,
-        round(100 * (metric_value - value_7d_ago) / nullif(abs(value_7d_ago), 0), 2) as pct_change_7d,
-        value_1m_ago,
-        metric_value - value_1m_ago as change_1m,
-        round(100 * (metric_value - value_1m_ago) / nullif(abs(value_1m_ago), 0), 2) as pct_change_1m,
-        value_1y_ago,
-        metric_value - value_1y_ago as change_1y,
-        round(100 * (metric_value - value_1y_ago) / nullif(abs(value_1y_ago), 0), 2) as pct_change_1y,
-        value_364d_ago,
-        metric_value - value_364d_ago as change_364d,
-        round(100 * (metric_value - value_364d_ago) / nullif(abs(value_364d_ago), 0), 2) as pct_change_364d,
-        mtd_total,
-        prior_mtd_total,
-        qtd_total,
-        prior_qtd_total,
-        ytd_total,
-        prior_ytd_total,
-        case
-            when direction = 'neutral' or value_1d_ago is null or metric_value = value_1d_ago then null
-            when direction = 'higher_is_better' then metric_value > value_1d_ago
-            else metric_value < value_1d_ago
-        end as is_improving
+        {{ api_columns() }}
     from compared
 )
 

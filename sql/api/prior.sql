@@ -4,11 +4,6 @@
 -- on). Filled after the caller deleted `dates` from metrics_api: an earlier date's value is in
 -- metrics_api (rebuilt already if it changed: the caller goes oldest month first), a date of
 -- `dates` itself is in api_target. The caller ANALYZEs it.
--- fresh: the month is built on a connection of its own, beside the other months of the range,
--- none of which has a partition yet (pipeline.build_api): the changed dates of other months
--- this month's comparisons point at are read from pg_temp.api_fresh_prior (their new values,
--- unpivoted from the domain table like api_target); metrics_api holds the months before.
-{% set fresh = fresh | default(false) %}
 with compared as (
     select array(
         select distinct v.x
@@ -38,12 +33,3 @@ select
     t.metric_value
 from pg_temp.api_target as t
 where t.metric_date = any((select c.dates from compared as c)::date[])
-{% if fresh %}
-    union all
-    select
-        f.metric_date,
-        f.entity_id,
-        f.metric_name,
-        f.metric_value
-    from pg_temp.api_fresh_prior as f
-{% endif %}

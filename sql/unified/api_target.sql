@@ -8,9 +8,8 @@
 -- Generated from the metric registry: one VALUES row per implemented numeric metric, so a
 -- metric added to the registry (and its table) appears here with no edit to this file.
 {% from "unified/_unpivot.sql" import unpivot %}
-{% set record = record | default(true) %}
-{% if record %}with inserted as ({% endif %}
-    insert into pg_temp.{{ into | default('api_target') }} (
+with inserted as (
+    insert into pg_temp.api_target (
         metric_date, domain, entity_type, entity_id, entity_name, metric_name, metric_value,
         importance_tier, unit, direction, additive
     )
@@ -31,7 +30,6 @@
     inner join entity.metrics_catalog as c
         on c.domain = '{{ d.name }}' and m.metric_name = c.metric_name
     where t.metric_date = any({{ param('dates') }}::date []) and m.metric_value is not null
-{% if record %}
     returning metric_date
 ),
 
@@ -61,4 +59,3 @@ on conflict (domain, metric_date) do update set
     built_at = excluded.built_at,
     run_id = excluded.run_id,
     row_count = excluded.row_count
-{% endif %}

@@ -1308,7 +1308,10 @@ def build_api(cur, domain: Domain, changed: list[date], run_id: str | None = Non
     workers = min(build_workers(), len(months))
     if (at_once and workers > 1 and not any(m.additive for m in domain.unified)
             and not any(partition_name(table, m) in existing for m in months)):
-        counts = _build_months_at_once(cur, domain, months, new, run_id, workers)
+        # each month's changed dates (a new month has no row of a date to keep)
+        changed_months = {m: [d for d in chunk if d in new] for m, chunk in months.items()}
+        counts = _build_months_at_once(cur, domain, {m: ds for m, ds in changed_months.items() if ds}, run_id,
+                                       workers)
     else:
         counts = _build_months_in_turn(cur, domain, months, new, existing, run_id)
     cur.execute(
@@ -1417,68 +1420,47 @@ def _index_statements(cur, table: str, part: str, prefix: str) -> list[sql.Compo
     return out
 
 
-def _build_month(c, domain: Domain, snapshot: str, month: date, chunk: list[date], fresh: list[date],
-                 build: str) -> dict:
+def _build_month(c, domain: Domain, snapshot: str, month: date, dates: list[date], build: str) -> dict:
     """One month of build_api on connection `c`, in a transaction of its own on the fan-in's
-    `snapshot`: its rows into the new table metrics_staging.`build` (with the partition's CHECK
-    constraint, indexes and statistics), committed, for the fan-in to attach. `fresh`: every
-    date of the range whose values changed; those of other months are read as comparisons from
-    the domain table (api_fresh_prior), not from metrics_api, where they are not written yet.
-    Returns the rows written and the publication version read per date."""
+    `snapshot`: the rows of its changed `dates` (unified/api_months.sql, from the domain
+    table) into the new table metrics_staging.`build`, with the partition's CHECK constraint,
+    indexes and statistics, committed for the fan-in to attach. Returns the rows written and
+    the publication version read per date."""
     import psycopg
 
     table = f"{ENTITY_SCHEMA}.{API_TABLE}"
-    params = {"domain": domain.name, "dates": chunk, "fresh": fresh, "run_id": None}
     c.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
     with c.transaction(), c.cursor() as cur:
         cur.execute(sql.SQL("set transaction snapshot {}").format(sql.Literal(snapshot)))
         part = _new_month(cur, table, month, f"{STAGING_SCHEMA}.{build}")
-        for into in ("api_target", "api_fresh_prior"):
-            cur.execute(f"create temp table {into} ({API_TARGET_COLUMNS}) on commit drop")
-        mine = [d for d in chunk if d in set(fresh)]
-        if mine:
-            cur.execute(sqlrender.render("unified/api_target.sql", d=domain, record=False), {"dates": mine})
-        kept = [d for d in chunk if d not in set(fresh)]
-        if kept:
-            cur.execute(sqlrender.render("api/target_kept.sql"), {"domain": domain.name, "dates": kept})
-        # the changed dates of other months this month's comparisons point at
-        cur.execute("select array(select distinct v.x from unnest(%(dates)s::date[]) as d (d) "
-                    "cross join lateral (values (d.d - 1), (d.d - 7), ((d.d - interval '1 month')::date), "
-                    "((d.d - interval '1 year')::date), (d.d - 364)) as v (x) "
-                    "where v.x = any(%(fresh)s::date[]) and v.x <> all(%(dates)s::date[]))", params)
-        others = cur.fetchone()[0]
-        if others:
-            cur.execute(sqlrender.render("unified/api_target.sql", d=domain, record=False, into="api_fresh_prior"),
-                        {"dates": others})
-        cur.execute(f"create temp table api_prior on commit drop as {sqlrender.render(API_PRIOR, fresh=True)}",
-                    params)
-        cur.execute("analyze pg_temp.api_target, pg_temp.api_prior")
         with merge_joins_off(cur):
-            cur.execute(sqlrender.render("api/metrics_api.sql", api_schema=STAGING_SCHEMA, api_table=build,
-                                         additive=False), {"first": chunk[0], "last": chunk[-1]})
+            cur.execute(sqlrender.render("unified/api_months.sql", d=domain, api_schema=STAGING_SCHEMA,
+                                         api_table=build), {"dates": dates, "first": dates[0], "last": dates[-1]})
+        cur.execute(sql.SQL("select metric_date, count(*) from {} group by 1").format(
+            sql.Identifier(*part.split("."))))
+        counts = dict(cur.fetchall())
         for statement in _index_statements(cur, table, part, build):
             cur.execute(statement)
         cur.execute(sql.SQL("analyze {}").format(sql.Identifier(*part.split("."))))
-        cur.execute("select metric_date, count(*) from pg_temp.api_target group by metric_date")
-        counts = dict(cur.fetchall())
         # the versions this snapshot read, recorded by the fan-in when it attaches the month
         cur.execute("select metric_date, coalesce(version, 0) from metrics_ops.publish_log "
-                    "where target = %s and metric_date = any(%s)", (domain.table, mine))
+                    "where target = %s and metric_date = any(%s)", (domain.table, dates))
         versions = dict(cur.fetchall())
     return {"month": month, "build": build, "counts": counts, "versions": versions}
 
 
-def _build_months_at_once(cur, domain: Domain, months: dict[date, list[date]], new: set[date],
-                          run_id: str | None, workers: int) -> dict[date, int]:
+def _build_months_at_once(cur, domain: Domain, months: dict[date, list[date]], run_id: str | None,
+                          workers: int) -> dict[date, int]:
     """build_api's months of a range with no partition yet, `workers` months at a time, each on
     a connection of its own (_build_month), all on one snapshot of the fan-in's transaction,
-    taken before anything of the domain is written: the months do not read each other's rows,
-    the changed dates' comparisons read the domain table. The fan-in's transaction then moves
-    each month into entity, attaches it and records its slices, so readers see the whole range
-    at its commit or none of it. Only for a domain without period totals (they read the earlier
-    dates of the same year from metrics_api). One statement runs on one core: at SCALE=10 a
-    90-day range of customer success took 159 s one month after another (bench/, P3).
-    Returns the rows written per date."""
+    taken before anything of the domain is written. Every changed date is in these new months,
+    so a month reads its comparisons' prior values from the domain table, not from the months
+    beside it (unified/api_months.sql): the months do not wait for each other. The fan-in's
+    transaction then moves each month into entity, attaches it and records its slices, so
+    readers see the whole range at its commit or none of it. Only for a domain without period
+    totals (they read the earlier dates of the same year from metrics_api). One statement runs
+    on one core: at SCALE=10 a 90-day range of customer success took 159 s one month after
+    another (bench/, P3). Returns the rows written per date."""
     import queue
     import threading
 
@@ -1487,7 +1469,6 @@ def _build_months_at_once(cur, domain: Domain, months: dict[date, list[date]], n
     cur.execute("select pg_export_snapshot()")
     snapshot = cur.fetchone()[0]
     stamp = secrets.token_hex(4)  # a failed fan-in's months may still be in metrics_staging
-    fresh = sorted(d for chunk in months.values() for d in chunk if d in new)
     todo: queue.SimpleQueue = queue.SimpleQueue()
     for month, chunk in sorted(months.items(), key=lambda kv: -len(kv[1])):  # the longest first
         todo.put((month, chunk))
@@ -1503,13 +1484,13 @@ def _build_months_at_once(cur, domain: Domain, months: dict[date, list[date]], n
                 return
             try:
                 build = f"{MONTH_BUILD_PREFIX}{month:%Y%m}_{stamp}"
-                done.append(_build_month(c, domain, snapshot, month, chunk, fresh, build))
+                done.append(_build_month(c, domain, snapshot, month, chunk, build))
             except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread below
                 errors.append(exc)
                 failed.set()
 
     started = time.monotonic()
-    extra = [_sibling(conn) for _ in range(workers)]
+    extra = [_sibling(conn) for _ in range(min(workers, len(months)))]
     try:
         threads = [threading.Thread(target=work, args=(c,), name=f"api-{domain.name}-{i}")
                    for i, c in enumerate(extra, 1)]
@@ -1554,7 +1535,7 @@ def _build_months_at_once(cur, domain: Domain, months: dict[date, list[date]], n
         )
         counts.update(built["counts"])
     log.info("%s: built %d month(s) of %s on %d connections and attached them in %.1fs", table, len(done),
-             domain.name, workers, time.monotonic() - started)
+             domain.name, len(extra), time.monotonic() - started)
     return counts
 
 

@@ -14,7 +14,8 @@ idle-in-transaction timeout (`session_settings`): the layer never depends on the
 the role's defaults, and a long reader can delay a step by at most the lock timeout. DDL runs
 only in the migrate step, when the registry's schema hash differs from the one applied, and
 when the fan-in attaches a new month's partition of the long table metrics_api (`build_api`:
-written first, then attached; a lock readers never wait for).
+written first, then attached; a lock readers never wait for; a backfill's new months are
+written as tables of metrics_staging on connections of their own, then moved and attached).
 """
 
 from __future__ import annotations

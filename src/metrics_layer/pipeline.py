@@ -21,7 +21,6 @@ written as tables of metrics_staging on connections of their own, then moved and
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 import re
@@ -884,6 +883,55 @@ def _sibling(conn):
                    "connect a second build connection")
 
 
+def _share_out(conn, items: list, workers: int, do, label: str, busy=None) -> list:
+    """`do(c, item)` for each of `items` on `workers` connections at once, each connection
+    taking the next item until none is left; returns the results (in the order they finished).
+    The connections are `conn` and workers - 1 more to its database, or, with `busy` (a
+    function run every minute on `conn` meanwhile: `conn` holds a transaction that must not
+    sit idle past the idle-in-transaction timeout), `workers` more; they are opened here and
+    closed after. The first failure stops the others after their current item and is raised."""
+    import queue
+    import threading
+
+    todo: queue.SimpleQueue = queue.SimpleQueue()
+    for item in items:
+        todo.put(item)
+    done: list = []
+    errors: list[BaseException] = []
+    failed = threading.Event()
+
+    def work(c) -> None:
+        while not failed.is_set():
+            try:
+                item = todo.get_nowait()
+            except queue.Empty:
+                return
+            try:
+                done.append(do(c, item))
+            except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread below
+                errors.append(exc)
+                failed.set()
+
+    extra = [_sibling(conn) for _ in range(workers if busy else workers - 1)]
+    try:
+        threads = [threading.Thread(target=work, args=(c,), name=f"{label}-{i}") for i, c in enumerate(extra, 1)]
+        for t in threads:
+            t.start()
+        if not busy:
+            work(conn)
+        for t in threads:
+            while t.is_alive():
+                t.join(60)
+                if busy and t.is_alive():
+                    busy()
+    finally:
+        for c in extra:
+            c.close()
+    if errors:
+        raise errors[0]
+    return done
+
+
 # A range form reads the state of [first - window, last) once, sorted by entity and day; per day
 # of state read that costs ~3.5 times what one date's build pays for a day of its window
 # (product analytics at SCALE=10: 5.3 s for one date against 1.5 s, bench/, P3). A range is
@@ -940,9 +988,6 @@ def build_dates(conn, domain: Domain, dates: list[date], run_id: str | None = No
     different dates never touch the same rows. The first failure stops the other connections
     after their current piece or date and is raised; what was built keeps its slices, which a
     retry replaces. Returns {date: rows}."""
-    import queue
-    import threading
-
     dates = sorted(set(dates))
     workers = min(build_workers() if workers is None else workers, len(dates))
     ranged = uses_range_form(domain, dates, workers)
@@ -952,42 +997,16 @@ def build_dates(conn, domain: Domain, dates: list[date], run_id: str | None = No
         return {d: build_staging(conn, domain, d, run_id) for d in dates}
     with conn.transaction(), conn.cursor() as cur:
         _sweep_staging(cur, domain)
-    todo: queue.SimpleQueue = queue.SimpleQueue()
-    for item in range_pieces(dates, workers) if ranged else dates:
-        todo.put(item)
+
+    def build(c, item) -> dict[date, int]:
+        if ranged:
+            return build_range_staging(c, domain, item, run_id, sweep=False)
+        return {item: build_staging(c, domain, item, run_id, sweep=False)}
+
     rows: dict[date, int] = {}
-    errors: list[BaseException] = []
-    failed = threading.Event()
-
-    def work(c) -> None:
-        while not failed.is_set():
-            try:
-                item = todo.get_nowait()
-            except queue.Empty:
-                return
-            try:
-                if ranged:
-                    rows.update(build_range_staging(c, domain, item, run_id, sweep=False))
-                else:
-                    rows[item] = build_staging(c, domain, item, run_id, sweep=False)
-            except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread below
-                errors.append(exc)
-                failed.set()
-
-    extra = [_sibling(conn) for _ in range(workers - 1)]
-    try:
-        threads = [threading.Thread(target=work, args=(c,), name=f"build-{domain.name}-{i}")
-                   for i, c in enumerate(extra, 1)]
-        for t in threads:
-            t.start()
-        work(conn)
-        for t in threads:
-            t.join()
-    finally:
-        for c in extra:
-            c.close()
-    if errors:
-        raise errors[0]
+    for built in _share_out(conn, range_pieces(dates, workers) if ranged else dates, workers, build,
+                            f"build-{domain.name}"):
+        rows.update(built)
     return {d: rows[d] for d in dates}
 
 
@@ -1462,51 +1481,20 @@ def _build_months_at_once(cur, domain: Domain, months: dict[date, list[date]], r
     totals (they read the earlier dates of the same year from metrics_api). One statement runs
     on one core: at SCALE=10 a 90-day range of customer success took 159 s one month after
     another (bench/, P3). Returns the rows written per date."""
-    import queue
-    import threading
-
     table = f"{ENTITY_SCHEMA}.{API_TABLE}"
-    conn = cur.connection
     cur.execute("select pg_export_snapshot()")
     snapshot = cur.fetchone()[0]
     stamp = secrets.token_hex(4)  # a failed fan-in's months may still be in metrics_staging
-    todo: queue.SimpleQueue = queue.SimpleQueue()
-    for month, chunk in sorted(months.items(), key=lambda kv: -len(kv[1])):  # the longest first
-        todo.put((month, chunk))
-    done: list[dict] = []
-    errors: list[BaseException] = []
-    failed = threading.Event()
-
-    def work(c) -> None:
-        while not failed.is_set():
-            try:
-                month, chunk = todo.get_nowait()
-            except queue.Empty:
-                return
-            try:
-                build = f"{MONTH_BUILD_PREFIX}{month:%Y%m}_{stamp}"
-                done.append(_build_month(c, domain, snapshot, month, chunk, build))
-            except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread below
-                errors.append(exc)
-                failed.set()
-
     started = time.monotonic()
-    extra = [_sibling(conn) for _ in range(min(workers, len(months)))]
-    try:
-        threads = [threading.Thread(target=work, args=(c,), name=f"api-{domain.name}-{i}")
-                   for i, c in enumerate(extra, 1)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            while t.is_alive():
-                t.join(60)
-                # the fan-in's transaction waits meanwhile: keep it from the idle-in-transaction timeout
-                cur.execute("select 1")
-    finally:
-        for c in extra:
-            c.close()
-    if errors:
-        raise errors[0]
+    workers = min(workers, len(months))
+
+    def build(c, item: tuple[date, list[date]]) -> dict:
+        month, dates = item
+        return _build_month(c, domain, snapshot, month, dates, f"{MONTH_BUILD_PREFIX}{month:%Y%m}_{stamp}")
+
+    # the longest months first; the fan-in's transaction waits meanwhile, kept from the idle timeout
+    done = _share_out(cur.connection, sorted(months.items(), key=lambda kv: -len(kv[1])), workers, build,
+                      f"api-{domain.name}", busy=lambda: cur.execute("select 1"))
     counts: dict[date, int] = {}
     for built in sorted(done, key=lambda b: b["month"]):
         part = partition_name(table, built["month"])
@@ -1525,18 +1513,18 @@ def _build_months_at_once(cur, domain: Domain, months: dict[date, list[date]], r
         cur.execute(
             """
             insert into metrics_ops.unified_slices (domain, metric_date, source_version, built_at, run_id, row_count)
-            select %(domain)s, d, v, now(), %(run_id)s, coalesce((%(counts)s::jsonb ->> d::text)::bigint, 0)
-            from unnest(%(dates)s::date[], %(versions)s::bigint[]) as t (d, v)
+            select %(domain)s, d, v, now(), %(run_id)s, n
+            from unnest(%(dates)s::date[], %(versions)s::bigint[], %(counts)s::bigint[]) as t (d, v, n)
             on conflict (domain, metric_date) do update set source_version = excluded.source_version,
                 built_at = excluded.built_at, run_id = excluded.run_id, row_count = excluded.row_count
             """,
             {"domain": domain.name, "run_id": run_id, "dates": list(built["versions"]),
              "versions": list(built["versions"].values()),
-             "counts": json.dumps({str(d): n for d, n in built["counts"].items()})},
+             "counts": [built["counts"].get(d, 0) for d in built["versions"]]},
         )
         counts.update(built["counts"])
     log.info("%s: built %d month(s) of %s on %d connections and attached them in %.1fs", table, len(done),
-             domain.name, len(extra), time.monotonic() - started)
+             domain.name, workers, time.monotonic() - started)
     return counts
 
 

@@ -23,6 +23,7 @@
 -- Definitions, units, rounding and tiers: include/registry/customer_success.yaml.
 
 {% from "customer_success/_scores.sql" import scores %}
+{% from "customer_success/_tickets.sql" import ticket_counts, in_ticket_window %}
 with
 
 params as (
@@ -217,21 +218,10 @@ adoption as (
 tickets as (
     select
         tickets.customer_id,
-        count(*) filter (where tickets.created_at >= params.d_30) as support_tickets_30d,
-        count(*) filter (
-            where tickets.created_at >= params.d_30 and tickets.resolved_at < params.d
-        ) as resolved_of_opened_30d,
-        count(*) filter (
-            where tickets.resolved_at >= params.d_30 and tickets.resolved_at < params.d
-        ) as resolved_30d,
-        -- exact seconds (extract(epoch ...) is numeric): divided once, in final
-        sum(extract(epoch from tickets.resolved_at - tickets.created_at)) filter (
-            where tickets.resolved_at >= params.d_30 and tickets.resolved_at < params.d
-        ) as resolution_seconds_30d
+        {{ ticket_counts() }}
     from {{ source_schema }}.support_tickets as tickets, params
     where
-        tickets.created_at < params.d
-        and (tickets.created_at >= params.d_30 or tickets.resolved_at >= params.d_30)
+        {{ in_ticket_window() }}
     group by tickets.customer_id
 ),
 

@@ -24,6 +24,7 @@
 -- one of their users' created_at day (none in the seed) have their features computed per date.
 
 {% from "customer_success/_scores.sql" import scores %}
+{% from "customer_success/_tickets.sql" import ticket_counts, in_ticket_window %}
 with
 
 dates as (
@@ -130,21 +131,11 @@ tickets as (
     select
         params.d,
         tickets.customer_id,
-        count(*) filter (where tickets.created_at >= params.d_30) as support_tickets_30d,
-        count(*) filter (
-            where tickets.created_at >= params.d_30 and tickets.resolved_at < params.d
-        ) as resolved_of_opened_30d,
-        count(*) filter (
-            where tickets.resolved_at >= params.d_30 and tickets.resolved_at < params.d
-        ) as resolved_30d,
-        sum(extract(epoch from tickets.resolved_at - tickets.created_at)) filter (
-            where tickets.resolved_at >= params.d_30 and tickets.resolved_at < params.d
-        ) as resolution_seconds_30d
+        {{ ticket_counts() }}
     from {{ source_schema }}.support_tickets as tickets
     inner join params
         on
-            tickets.created_at < params.d
-            and (tickets.created_at >= params.d_30 or tickets.resolved_at >= params.d_30)
+            {{ in_ticket_window() }}
     where
         tickets.created_at < (select bounds.last_d from bounds)
         and (

@@ -20,6 +20,7 @@ from __future__ import annotations
 from datetime import UTC, date, datetime, timedelta
 
 import pendulum
+import psycopg
 import pytest
 
 from metrics_layer import pipeline, seed
@@ -267,6 +268,44 @@ def test_a_range_build_writes_the_state_day_by_day(product):
         "select activity_date from metrics_state.user_activity_daily order by ctid").fetchall()]
     assert len(physical) == 9  # user 1 on 03-01 .. 03-08, user 2 on 03-05
     assert physical == sorted(physical)
+
+
+def test_a_backfills_state_is_built_in_pieces_and_a_failed_piece_loses_only_its_days(product):
+    """A long state refresh (a backfill's: the 60-day windows of 03-08 and 03-09, 61 days) is cut
+    into four contiguous pieces, 01-07..01-22, 01-23..02-06, 02-07..02-21 and 02-22..03-08, built
+    on two connections, each piece built and recorded in a transaction of its own. When the last
+    fails, the days of the three before it stay built and recorded and its own are neither; the
+    retry (the same run: the same request time) finds those days fresh and builds the last
+    piece's only, each row once."""
+    _event(product, 400, 2, "2026-01-20")  # a row in the first piece
+    pipeline.ensure_schema(product)
+    product.execute("create function pg_temp.refuse() returns trigger language plpgsql as "
+                    "$$ begin raise exception 'refused a row of %', new.activity_date; end $$")
+    product.execute("create trigger refuse_0305 before insert on metrics_state.user_activity_daily for each row "
+                    "when (new.activity_date = '2026-03-05') execute function pg_temp.refuse()")
+    asked = datetime.now(UTC)
+    dates = [date(2026, 3, 8), date(2026, 3, 9)]
+    assert [p[0] for p in pipeline.state_pieces([date(2026, 1, 7) + timedelta(days=i) for i in range(61)])] == [
+        date(2026, 1, 7), date(2026, 1, 23), date(2026, 2, 7), date(2026, 2, 22)]
+    with pytest.raises(psycopg.errors.RaiseException, match="refused a row of 2026-03-05"):
+        pipeline.refresh_state(product, "user_activity_daily", dates, 3, 60, fresh_after=asked)
+
+    def recorded() -> tuple:
+        return product.execute("select min(activity_date), max(activity_date), count(*) from metrics_ops.state_days "
+                               "where state = 'user_activity_daily'").fetchone()
+
+    def rows() -> list[tuple]:
+        return product.execute("select activity_date::text, user_id from metrics_state.user_activity_daily "
+                               "order by 1, 2").fetchall()
+
+    assert recorded() == (date(2026, 1, 7), date(2026, 2, 21), 46)
+    assert rows() == [("2026-01-20", 2)]
+    product.execute("drop trigger refuse_0305 on metrics_state.user_activity_daily")
+    again = pipeline.refresh_state(product, "user_activity_daily", dates, 3, 60, fresh_after=asked)
+    assert again.rebuilt == [date(2026, 2, 22) + timedelta(days=i) for i in range(15)]
+    assert recorded() == (date(2026, 1, 7), date(2026, 3, 8), 61)
+    assert rows() == [("2026-01-20", 2)] + [(f"2026-03-0{d}", 1) for d in range(1, 5)] + [
+        ("2026-03-05", 1), ("2026-03-05", 2)] + [(f"2026-03-0{d}", 1) for d in range(6, 9)]
 
 
 def test_a_redefined_state_republishes_nothing_and_never_from_part_of_a_window(product):

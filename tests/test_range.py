@@ -70,6 +70,14 @@ def test_a_range_run_leaves_exactly_what_one_run_per_date_leaves(conn, tmp_path,
     # domains after it wrote into the months it attached
     at_once = [m.split("metrics_api: ", 1)[1].split(" in ")[0] for m in messages if "connections and attached" in m]
     assert at_once == ["built 2 month(s) of customer_success on 2 connections and attached them"]
+    # the state of the range's windows was built in pieces on two connections (35 days of
+    # user_activity_daily for customer success's 30-day windows, then 30 more for product's 60)
+    split = [m.split(", ")[0] for m in messages
+             if m.startswith("state user_activity_daily") and " on 2 connections;" in m]
+    assert split == [
+        f"state user_activity_daily: rebuilt 35 day(s) {DATES[0] - timedelta(days=30)}..{DATES[-1] - timedelta(days=1)}",
+        f"state user_activity_daily: rebuilt 30 day(s) {DATES[0] - timedelta(days=60)}..{DATES[0] - timedelta(days=31)}",
+    ], messages
     # one run built the six dates of each domain
     assert runs_per_date == 6
     assert conn.execute("select count(distinct run_id), count(*) from metrics_ops.publish_history "
@@ -179,3 +187,18 @@ def test_a_range_is_cut_into_one_contiguous_piece_per_connection():
     assert pipeline.range_pieces(days, 3) == [days[:3], days[3:5], days[5:]]
     assert pipeline.range_pieces(days[:1], 2) == [days[:1]]
     assert pipeline.range_pieces(list(reversed(days)), 1) == [days]
+
+
+def test_a_range_is_cut_where_its_pieces_cost_the_same():
+    """A piece of a range form costs a unit per date and per state day with rows that its 30-day
+    windows read. With data since the first date (a backfill from the first day of data), the
+    first piece reads no days before it: 90 dates are cut after 53 (53 dates and 52 state days,
+    105; 37 dates and the 66 state days of [date 53 - 30, date 89), 103), not at 45 (89 against
+    119). With data throughout, the same as by length."""
+    days = [date(2026, 1, 1) + timedelta(days=i) for i in range(90)]
+    from_first = pipeline.range_pieces(days, 2, days, 30)
+    assert [len(p) for p in from_first] == [53, 37] and from_first[0] + from_first[1] == days
+    before = [days[0] - timedelta(days=i) for i in range(1, 31)]
+    assert pipeline.range_pieces(days, 2, before + days, 30) == pipeline.range_pieces(days, 2)
+    assert [len(p) for p in pipeline.range_pieces(days, 3, before + days, 30)] == [30, 30, 30]
+    assert pipeline.range_pieces(days[:1], 2, days, 30) == [days[:1]]

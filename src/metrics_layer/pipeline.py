@@ -20,6 +20,7 @@ written as tables of metrics_staging on connections of their own, then moved and
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import logging
 import os
@@ -622,7 +623,13 @@ def refresh_state(conn, state: str, metric_dates: date | list[date], lookback_da
 
     A rebuilt day whose rows differ from the last build (checksum) gets a new state version;
     publications record the version they read (`affected_dates`). `missing_only`: build only
-    the days of the windows the state does not hold."""
+    the days of the windows the state does not hold.
+
+    The days are built and recorded in one transaction, or, when there are many (state_pieces:
+    a backfill's), in contiguous pieces on connections of their own, each piece's rows and
+    records committed together while this transaction holds the state's lock: a failed piece
+    leaves the days of the pieces built before it or beside it (a retry of the run finds them
+    fresh and builds the rest)."""
     spec = states()[state]
     dates = sorted({metric_dates} if isinstance(metric_dates, date) else set(metric_dates))
     first, last = dates[0], dates[-1]
@@ -664,24 +671,63 @@ def refresh_state(conn, state: str, metric_dates: date | list[date], lookback_da
         # a day built for the first time (or again after its state was dropped for a new
         # definition) was read by no publication, and republishing the dates around it would
         # read windows the state may not fully hold yet
-        rows, after, changed = _build_state_days(cur, spec, [d for d in days if d not in built],
-                                                 [d for d in days if d in built], before)
+        pieces = state_pieces(days)
+        workers = min(build_workers(), len(pieces))
+        if workers == 1:
+            rows, changed = _write_state_days(cur, spec, days, built, before)
+        else:
+            # the state's lock stays held by this transaction while the pieces are built
+            def write(c, piece: list[date]) -> tuple[int, list[date]]:
+                with c.transaction(), c.cursor() as piece_cur:
+                    _utc(piece_cur)
+                    return _write_state_days(piece_cur, spec, piece, built, before)
+
+            done = share_out(conn, pieces, workers, write, f"state-{state}", busy=lambda: cur.execute("select 1"))
+            rows, changed = sum(r for r, _ in done), sorted(d for _, c in done for d in c)
         analyze_if_grown(cur, spec.table, rows)
-        cur.execute(
-            "insert into metrics_ops.state_days (state, activity_date, built_at, checksum, version) "
-            "select %(state)s, d, now(), coalesce(c, '0:'), "
-            "       case when d = any(%(renewed)s::date[]) then nextval('metrics_ops.state_version') else 0 end "
-            "from unnest(%(days)s::date[], %(sums)s::text[]) as t (d, c) "
-            "on conflict (state, activity_date) do update set built_at = excluded.built_at, "
-            "    checksum = excluded.checksum, "
-            "    version = case when excluded.activity_date = any(%(renewed)s::date[]) "
-            "                   then excluded.version else state_days.version end",
-            {"state": state, "days": days, "sums": [after.get(d) for d in days], "renewed": changed},
-        )
-    log.info("state %s: rebuilt %d day(s) %s..%s, %d rows in %.2fs; changed: %s",
+    log.info("state %s: rebuilt %d day(s) %s..%s, %d rows in %.2fs%s; changed: %s",
              state, len(days), days[0], days[-1], rows, time.monotonic() - started,
+             f" in {len(pieces)} pieces on {workers} connections" if workers > 1 else "",
              ", ".join(map(str, changed)) or "none")
     return StateRefresh(days, changed)
+
+
+# A state refresh of at least this many days (a backfill's, a first run's) is cut into
+# contiguous pieces of about this many days, built on the build connections at once, each
+# connection taking the next piece: one INSERT ... SELECT runs on one core (PostgreSQL plans no
+# parallel workers for it), and at SCALE=10 the 119 days of user_activity_daily a 90-day
+# customer-success range reads took 26 s on one connection (bench/, P3). Pieces rather than
+# halves: the days cost what their source rows cost (a backfill from the first day of data
+# has empty days before it; the halves of those 119 days took 11.6 s and 21 s). A daily run's
+# lookback (a few days) stays one transaction.
+STATE_PIECE_DAYS = 14
+
+
+def state_pieces(days: list[date]) -> list[list[date]]:
+    """The days of a state refresh (sorted) cut into contiguous pieces of STATE_PIECE_DAYS days
+    or a few more (one piece: fewer than twice that)."""
+    return range_pieces(days, max(1, len(days) // STATE_PIECE_DAYS))
+
+
+def _write_state_days(cur, spec: StateSpec, days: list[date], built: dict, before: dict[date, str | None]
+                      ) -> tuple[int, list[date]]:
+    """Build the state's `days` (_build_state_days) and record them in metrics_ops.state_days,
+    in the caller's transaction: the rows of a day and its record commit together. Returns the
+    rows written and the rebuilt days that changed (each gets a new version)."""
+    rows, after, changed = _build_state_days(cur, spec, [d for d in days if d not in built],
+                                             [d for d in days if d in built], before)
+    cur.execute(
+        "insert into metrics_ops.state_days (state, activity_date, built_at, checksum, version) "
+        "select %(state)s, d, now(), coalesce(c, '0:'), "
+        "       case when d = any(%(renewed)s::date[]) then nextval('metrics_ops.state_version') else 0 end "
+        "from unnest(%(days)s::date[], %(sums)s::text[]) as t (d, c) "
+        "on conflict (state, activity_date) do update set built_at = excluded.built_at, "
+        "    checksum = excluded.checksum, "
+        "    version = case when excluded.activity_date = any(%(renewed)s::date[]) "
+        "                   then excluded.version else state_days.version end",
+        {"state": spec.name, "days": days, "sums": [after.get(d) for d in days], "renewed": changed},
+    )
+    return rows, changed
 
 
 def refresh_states(conn, domain: Domain, metric_dates: date | list[date], lookback_days: int | None = None,
@@ -883,7 +929,7 @@ def _sibling(conn):
                    "connect a second build connection")
 
 
-def _share_out(conn, items: list, workers: int, do, label: str, busy=None) -> list:
+def share_out(conn, items: list, workers: int, do, label: str, busy=None) -> list:
     """`do(c, item)` for each of `items` on `workers` connections at once, each connection
     taking the next item until none is left; returns the results (in the order they finished).
     The connections are `conn` and workers - 1 more to its database, or, with `busy` (a
@@ -948,10 +994,19 @@ def range_form_choice() -> str:
     return value
 
 
-def range_pieces(dates: list[date], workers: int) -> list[list[date]]:
-    """`dates` (sorted) cut into at most `workers` contiguous pieces of near-equal length."""
+def range_pieces(dates: list[date], workers: int, filled: list[date] | None = None,
+                 window: int = 0) -> list[list[date]]:
+    """`dates` (sorted) cut into at most `workers` contiguous pieces of near-equal length; or,
+    given the state days that hold rows (`filled`) and the domain's window, of near-equal cost:
+    a piece of a range form costs about one unit per date and one per state day with rows its
+    windows read, [first - window, last) (customer success at SCALE=10: 0.32 s a date, 0.29 s a
+    state day). A backfill from the first day of data is cut later than its middle then: the
+    first piece's windows reach back into days without data (its 90 dates took 28 s and 39 s
+    in halves)."""
     dates = sorted(set(dates))
     n = max(1, min(workers, len(dates)))
+    if filled is not None and n > 1:
+        return _balanced_pieces(dates, n, sorted(filled), window)
     size, extra = divmod(len(dates), n)
     pieces, start = [], 0
     for i in range(n):
@@ -959,6 +1014,34 @@ def range_pieces(dates: list[date], workers: int) -> list[list[date]]:
         pieces.append(dates[start:end])
         start = end
     return pieces
+
+
+def _balanced_pieces(dates: list[date], n: int, filled: list[date], window: int) -> list[list[date]]:
+    """range_pieces by cost: the least limit at which cutting greedily (each piece as long as
+    its cost stays within it) gives at most `n` pieces."""
+
+    def cost(i: int, j: int) -> int:  # dates[i:j]
+        lo = bisect.bisect_left(filled, dates[i] - timedelta(days=window))
+        return j - i + max(0, bisect.bisect_left(filled, dates[j - 1]) - lo)
+
+    def cut(limit: int) -> list[list[date]]:
+        pieces, i = [], 0
+        while i < len(dates):
+            j = i + 1
+            while j < len(dates) and cost(i, j + 1) <= limit:
+                j += 1
+            pieces.append(dates[i:j])
+            i = j
+        return pieces
+
+    low, high = 1, cost(0, len(dates))
+    while low < high:
+        mid = (low + high) // 2
+        if len(cut(mid)) <= n:
+            high = mid
+        else:
+            low = mid + 1
+    return cut(low)
 
 
 def uses_range_form(domain: Domain, dates: list[date], workers: int) -> bool:
@@ -974,6 +1057,18 @@ def uses_range_form(domain: Domain, dates: list[date], workers: int) -> bool:
     window = domain.state_window_days
     longest = max((p[-1] - p[0]).days + 1 for p in range_pieces(dates, workers))
     return RANGE_FORM_COST * (longest + window) < len(dates) * window / max(workers, 1)
+
+
+def _state_weighted_pieces(conn, domain: Domain, dates: list[date], workers: int) -> list[list[date]]:
+    """A range form's pieces (range_pieces), weighed by the days of the domain's states that
+    hold rows (metrics_ops.state_days: a day's checksum starts with its row count)."""
+    window = domain.state_window_days
+    with conn.cursor() as cur:
+        cur.execute("select distinct activity_date from metrics_ops.state_days where state = any(%s) "
+                    "and coalesce(checksum, '') <> '0:' and activity_date >= %s and activity_date < %s",
+                    (list(domain.states), dates[0] - timedelta(days=window), dates[-1]))
+        filled = [r[0] for r in cur.fetchall()]
+    return range_pieces(dates, workers, filled, window)
 
 
 def build_dates(conn, domain: Domain, dates: list[date], run_id: str | None = None,
@@ -1004,8 +1099,8 @@ def build_dates(conn, domain: Domain, dates: list[date], run_id: str | None = No
         return {item: build_staging(c, domain, item, run_id, sweep=False)}
 
     rows: dict[date, int] = {}
-    for built in _share_out(conn, range_pieces(dates, workers) if ranged else dates, workers, build,
-                            f"build-{domain.name}"):
+    for built in share_out(conn, _state_weighted_pieces(conn, domain, dates, workers) if ranged else dates,
+                            workers, build, f"build-{domain.name}"):
         rows.update(built)
     return {d: rows[d] for d in dates}
 
@@ -1493,7 +1588,7 @@ def _build_months_at_once(cur, domain: Domain, months: dict[date, list[date]], r
         return _build_month(c, domain, snapshot, month, dates, f"{MONTH_BUILD_PREFIX}{month:%Y%m}_{stamp}")
 
     # the longest months first; the fan-in's transaction waits meanwhile, kept from the idle timeout
-    done = _share_out(cur.connection, sorted(months.items(), key=lambda kv: -len(kv[1])), workers, build,
+    done = share_out(cur.connection, sorted(months.items(), key=lambda kv: -len(kv[1])), workers, build,
                       f"api-{domain.name}", busy=lambda: cur.execute("select 1"))
     counts: dict[date, int] = {}
     for built in sorted(done, key=lambda b: b["month"]):

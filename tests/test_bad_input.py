@@ -135,3 +135,24 @@ def test_a_day_missing_an_active_customer_fails_the_row_count_check(golden):
         "[error] one_row_per_active_customer; observed 1 offending row(s); expected one row per "
         "customer active as of 00:00 UTC on the metric_date, no more, no fewer; "
         "e.g. metric_date=2026-03-10, row_count=2, active_customers=3")
+
+
+def test_a_ranges_checks_are_shared_by_two_connections_and_every_failed_date_is_named(golden, monkeypatch):
+    """The build step of a range checks its dates on the build connection and one more (the
+    SQL engine: a statement a date); a refund that makes current MRR negative from 03-01 fails
+    every date of 03-07..03-10: all four are recorded and named, in date order."""
+    dates = [date(2026, 3, 7), date(2026, 3, 8), date(2026, 3, 9), D]
+    pipeline.refresh_states(golden, CS, dates)
+    golden.execute("alter table raw.subscriptions drop constraint subscriptions_mrr_check")
+    golden.execute("insert into raw.subscriptions values (99, 2, 'refund', -500, '2026-03-01', null)")
+    siblings = []
+    real_sibling = pipeline._sibling
+    monkeypatch.setattr(pipeline, "_sibling", lambda conn: siblings.append(1) or real_sibling(conn))
+    monkeypatch.setenv("METRICS_RANGE_FORM", "never")  # per-date builds: one sibling for them
+    with pytest.raises(ValidationFailed) as failed:
+        runner.build_step(CS, dates, "backfill__range")
+    named = [line.split(": ", 1)[0] for line in str(failed.value).splitlines() if ": 1 of " in line]
+    assert named == [f"metrics_customer_success {d}" for d in dates]
+    assert len(siblings) == 2  # one for the builds, one for the checks
+    assert golden.execute("select metric_date, success from metrics_ops.validation_log "
+                          "where run_id = 'backfill__range' order by 1").fetchall() == [(d, False) for d in dates]

@@ -313,18 +313,22 @@ def validate_dates(domain: Domain, dates: list[date], run_id: str | None,
 
     stage = pipeline.stage_key(run_id)
 
+    def one(conn, d: date) -> ValidationSummary:
+        summary = validate_day(domain, d, run_id, conn_id, conn=conn)
+        anomalies = checks.anomaly_checks(conn, domain, d, stage)
+        summary.results += anomalies
+        summary.evaluated += len(anomalies)
+        checks.record(conn, domain, dag_id or domain.table, run_id, d, summary.results, outcome=summary)
+        return summary
+
     def check(conn) -> list[ValidationSummary]:
-        # one connection for every date of the run (a range run validates many); a transient
-        # error retries them all: recording replaces what an earlier try stored
-        summaries = []
-        for d in dates:
-            summary = validate_day(domain, d, run_id, conn_id, conn=conn)
-            anomalies = checks.anomaly_checks(conn, domain, d, stage)
-            summary.results += anomalies
-            summary.evaluated += len(anomalies)
-            checks.record(conn, domain, dag_id or domain.table, run_id, d, summary.results, outcome=summary)
-            summaries.append(summary)
-        return summaries
+        # the dates of a range run shared out over the build connections (the SQL engine: one
+        # statement a date; Great Expectations runs one date after another); a transient error
+        # retries them all: recording replaces what an earlier try stored
+        sql_engine = os.environ.get("METRICS_VALIDATION_ENGINE", "sql") == "sql"
+        workers = min(pipeline.build_workers(), len(dates)) if sql_engine else 1
+        return sorted(pipeline.share_out(conn, list(dates), workers, one, f"validate-{domain.name}"),
+                      key=lambda s: s.metric_date)
 
     failed, warnings = [], []
     for summary in check(conn) if conn is not None else pipeline.run(check, conn_id=conn_id):

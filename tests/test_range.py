@@ -66,10 +66,11 @@ def test_a_range_run_leaves_exactly_what_one_run_per_date_leaves(conn, tmp_path,
     finally:
         pipeline.log.removeHandler(handler)
     assert _checksums(conn) == per_date
-    # customer success, the largest domain, went first and built both new months at once; the
-    # domains after it wrote into the months it attached
+    # the fan-in built both new months at once, each with the rows of every domain without period
+    # totals (the largest first); marketing's (period totals) were written into them after
     at_once = [m.split("metrics_api: ", 1)[1].split(" in ")[0] for m in messages if "connections and attached" in m]
-    assert at_once == ["built 2 month(s) of customer_success on 2 connections and attached them"]
+    assert at_once == ["built 2 month(s) of customer_success, sales, company, product on 2 connections "
+                       "and attached them"]
     # the state of the range's windows was built in pieces on two connections (35 days of
     # user_activity_daily for customer success's 30-day windows, then 30 more for product's 60)
     split = [m.split(", ")[0] for m in messages

@@ -1307,11 +1307,15 @@ def build_unified(conn, run_id: str | None = None, force_dates: list[date] | Non
         all_dates: set[date] = set()
         # the largest domain first: a month new to metrics_api is written before it is indexed
         # (build_api), and the domains after the first one write into it indexed
-        for name, dates in sorted(work.items(), key=lambda kv: -size.get(registry[kv[0]].table, 0)):
-            domain = registry[name]
-            if not dates or domain.table not in size:
-                continue
-            build_api(cur, domain, dates, run_id, at_once=top_level)
+        order = [(registry[name], dates) for name, dates in
+                 sorted(work.items(), key=lambda kv: -size.get(registry[kv[0]].table, 0))
+                 if dates and registry[name].table in size]
+        # a backfill of new history: the new months of every domain without period totals at once
+        done = build_new_months(cur, order, run_id) if top_level else {}
+        for domain, dates in order:
+            name = domain.name
+            if name not in done:
+                build_api(cur, domain, dates, run_id)
             cur.execute("select coalesce(sum(row_count), 0) from metrics_ops.unified_slices "
                         "where domain = %s and metric_date = any(%s)", (name, dates))
             summary[name] = int(cur.fetchone()[0])
@@ -1408,27 +1412,59 @@ def build_api(cur, domain: Domain, changed: list[date], run_id: str | None = Non
     of row by row (at SCALE=10 a month of metrics_api took 47.2 s into an indexed partition and
     25.9 s unindexed with the indexes built after). With `at_once` (the caller's transaction is
     a top-level one, see build_unified), a range of new months of a domain without period
-    totals is built several months at a time instead (_build_months_at_once). Returns the
-    dates rebuilt."""
+    totals is built several months at a time instead (build_new_months). Returns the dates
+    rebuilt."""
+    if at_once:
+        built = build_new_months(cur, [(domain, changed)], run_id)
+        if domain.name in built:
+            return built[domain.name]
     dates = api_dates(cur, domain, changed)
     if not dates:
         return []
-    new = set(changed)
     table = f"{ENTITY_SCHEMA}.{API_TABLE}"
-    existing = set(partitions(cur, table))
+    counts = _build_months_in_turn(cur, domain, _by_month(dates), set(changed), set(partitions(cur, table)), run_id)
+    _record_api_slices(cur, domain, dates, set(changed), counts, run_id)
+    return dates
+
+
+def _by_month(dates: list[date]) -> dict[date, list[date]]:
     # a month of dates a statement: a year's rebuild hashes a month of comparisons at a time
     months: dict[date, list[date]] = {}
     for d in dates:
         months.setdefault(_month(d), []).append(d)
-    workers = min(build_workers(), len(months))
-    if (at_once and workers > 1 and not any(m.additive for m in domain.unified)
-            and not any(partition_name(table, m) in existing for m in months)):
-        # each month's changed dates (a new month has no row of a date to keep)
-        changed_months = {m: [d for d in chunk if d in new] for m, chunk in months.items()}
-        counts = _build_months_at_once(cur, domain, {m: ds for m, ds in changed_months.items() if ds}, run_id,
-                                       workers)
-    else:
-        counts = _build_months_in_turn(cur, domain, months, new, existing, run_id)
+    return months
+
+
+def build_new_months(cur, work: list[tuple[Domain, list[date]]], run_id: str | None = None) -> dict[str, list[date]]:
+    """build_api for the domains of `work` (each with its changed dates) whose rebuild falls in months
+    that have no partition yet (a backfill of new history) and that have no period totals: their
+    months built METRICS_BUILD_WORKERS at a time, every such domain's rows of a month on one
+    connection (_build_months_at_once), when there are two months or more. Returns the dates
+    rebuilt of each domain it built, by name (the others are left to build_api in turn)."""
+    table = f"{ENTITY_SCHEMA}.{API_TABLE}"
+    existing = set(partitions(cur, table))
+    eligible: list[tuple[Domain, list[date], dict[date, list[date]]]] = []
+    for domain, changed in work:
+        dates = api_dates(cur, domain, changed) if changed else []
+        months = _by_month(dates)
+        if (dates and not any(m.additive for m in domain.unified)
+                and not any(partition_name(table, m) in existing for m in months)):
+            # each month's changed dates (a new month has no row of a date to keep)
+            new = set(changed)
+            eligible.append((domain, dates,
+                             {m: ds for m, chunk in months.items() if (ds := [d for d in chunk if d in new])}))
+    workers = min(build_workers(), len({m for *_, by_month in eligible for m in by_month}))
+    if workers < 2:
+        return {}
+    counts = _build_months_at_once(cur, [(domain, by_month) for domain, _, by_month in eligible], run_id, workers)
+    changed_of = {domain.name: set(changed) for domain, changed in work}
+    for domain, dates, _ in eligible:
+        _record_api_slices(cur, domain, dates, changed_of[domain.name], counts[domain.name], run_id)
+    return {domain.name: dates for domain, dates, _ in eligible}
+
+
+def _record_api_slices(cur, domain: Domain, dates: list[date], new: set[date], counts: dict[date, int],
+                       run_id: str | None) -> None:
     cur.execute(
         """
         insert into metrics_ops.api_slices (domain, metric_date, built_at, run_id, row_count)
@@ -1441,7 +1477,6 @@ def build_api(cur, domain: Domain, changed: list[date], run_id: str | None = Non
     )
     log.info("%s: rebuilt %s for %d date(s) %s..%s (%d of them republished)", API_TABLE, domain.name,
              len(dates), dates[0], dates[-1], len(new & set(dates)))
-    return dates
 
 
 def _build_months_in_turn(cur, domain: Domain, months: dict[date, list[date]], new: set[date],
@@ -1535,62 +1570,71 @@ def _index_statements(cur, table: str, part: str, prefix: str) -> list[sql.Compo
     return out
 
 
-def _build_month(c, domain: Domain, snapshot: str, month: date, dates: list[date], build: str) -> dict:
+def _build_month(c, work: list[tuple[Domain, list[date]]], snapshot: str, month: date, build: str) -> dict:
     """One month of build_api on connection `c`, in a transaction of its own on the fan-in's
-    `snapshot`: the rows of its changed `dates` (unified/api_months.sql, from the domain
-    table) into the new table metrics_staging.`build`, with the partition's CHECK constraint,
-    indexes and statistics, committed for the fan-in to attach. Returns the rows written and
-    the publication version read per date."""
+    `snapshot`: the rows of each domain's changed dates of the month (`work`;
+    unified/api_months.sql, from the domain table) into the new table metrics_staging.`build`,
+    with the partition's CHECK constraint, indexes and statistics, committed for the fan-in to
+    attach. Returns, per domain, the rows written and the publication version read per date."""
     import psycopg
 
     table = f"{ENTITY_SCHEMA}.{API_TABLE}"
     c.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+    counts: dict[str, dict[date, int]] = {}
+    versions: dict[str, dict[date, int]] = {}
     with c.transaction(), c.cursor() as cur:
         cur.execute(sql.SQL("set transaction snapshot {}").format(sql.Literal(snapshot)))
         part = _new_month(cur, table, month, f"{STAGING_SCHEMA}.{build}")
-        with merge_joins_off(cur):
-            cur.execute(sqlrender.render("unified/api_months.sql", d=domain, api_schema=STAGING_SCHEMA,
-                                         api_table=build), {"dates": dates, "first": dates[0], "last": dates[-1]})
-        cur.execute(sql.SQL("select metric_date, count(*) from {} group by 1").format(
+        for domain, dates in work:
+            with merge_joins_off(cur):
+                cur.execute(sqlrender.render("unified/api_months.sql", d=domain, api_schema=STAGING_SCHEMA,
+                                             api_table=build), {"dates": dates, "first": dates[0], "last": dates[-1]})
+            # the versions this snapshot read, recorded by the fan-in when it attaches the month
+            cur.execute("select metric_date, coalesce(version, 0) from metrics_ops.publish_log "
+                        "where target = %s and metric_date = any(%s)", (domain.table, dates))
+            versions[domain.name] = dict(cur.fetchall())
+        cur.execute(sql.SQL("select domain, metric_date, count(*) from {} group by 1, 2").format(
             sql.Identifier(*part.split("."))))
-        counts = dict(cur.fetchall())
+        for name, d, n in cur.fetchall():
+            counts.setdefault(name, {})[d] = n
         for statement in _index_statements(cur, table, part, build):
             cur.execute(statement)
         cur.execute(sql.SQL("analyze {}").format(sql.Identifier(*part.split("."))))
-        # the versions this snapshot read, recorded by the fan-in when it attaches the month
-        cur.execute("select metric_date, coalesce(version, 0) from metrics_ops.publish_log "
-                    "where target = %s and metric_date = any(%s)", (domain.table, dates))
-        versions = dict(cur.fetchall())
     return {"month": month, "build": build, "counts": counts, "versions": versions}
 
 
-def _build_months_at_once(cur, domain: Domain, months: dict[date, list[date]], run_id: str | None,
-                          workers: int) -> dict[date, int]:
+def _build_months_at_once(cur, work: list[tuple[Domain, dict[date, list[date]]]], run_id: str | None,
+                          workers: int) -> dict[str, dict[date, int]]:
     """build_api's months of a range with no partition yet, `workers` months at a time, each on
-    a connection of its own (_build_month), all on one snapshot of the fan-in's transaction,
-    taken before anything of the domain is written. Every changed date is in these new months,
-    so a month reads its comparisons' prior values from the domain table, not from the months
-    beside it (unified/api_months.sql): the months do not wait for each other. The fan-in's
-    transaction then moves each month into entity, attaches it and records its slices, so
-    readers see the whole range at its commit or none of it. Only for a domain without period
-    totals (they read the earlier dates of the same year from metrics_api). One statement runs
-    on one core: at SCALE=10 a 90-day range of customer success took 159 s one month after
-    another (bench/, P3). Returns the rows written per date."""
+    a connection of its own (_build_month) with the rows of every domain of `work` (its changed
+    dates by month), all on one snapshot of the fan-in's transaction, taken before anything of
+    the domains is written. Every changed date is in these new months, so a month reads its
+    comparisons' prior values from the domain table, not from the months beside it
+    (unified/api_months.sql): the months do not wait for each other. The fan-in's transaction
+    then moves each month into entity, attaches it and records its slices, so readers see the
+    whole range at its commit or none of it. Only for domains without period totals (they read
+    the earlier dates of the same year from metrics_api). One statement runs on one core: at
+    SCALE=10 a 90-day range of customer success took 159 s one month after another (bench/,
+    P3). Returns the rows written per domain and date."""
     table = f"{ENTITY_SCHEMA}.{API_TABLE}"
     cur.execute("select pg_export_snapshot()")
     snapshot = cur.fetchone()[0]
     stamp = secrets.token_hex(4)  # a failed fan-in's months may still be in metrics_staging
     started = time.monotonic()
+    months: dict[date, list[tuple[Domain, list[date]]]] = {}
+    for domain, by_month in work:
+        for month, dates in by_month.items():
+            months.setdefault(month, []).append((domain, dates))
     workers = min(workers, len(months))
 
-    def build(c, item: tuple[date, list[date]]) -> dict:
-        month, dates = item
-        return _build_month(c, domain, snapshot, month, dates, f"{MONTH_BUILD_PREFIX}{month:%Y%m}_{stamp}")
+    def build(c, item: tuple[date, list[tuple[Domain, list[date]]]]) -> dict:
+        month, of_month = item
+        return _build_month(c, of_month, snapshot, month, f"{MONTH_BUILD_PREFIX}{month:%Y%m}_{stamp}")
 
     # the longest months first; the fan-in's transaction waits meanwhile, kept from the idle timeout
-    done = share_out(cur.connection, sorted(months.items(), key=lambda kv: -len(kv[1])), workers, build,
-                      f"api-{domain.name}", busy=lambda: cur.execute("select 1"))
-    counts: dict[date, int] = {}
+    done = share_out(cur.connection, sorted(months.items(), key=lambda kv: -sum(len(ds) for _, ds in kv[1])),
+                     workers, build, "api-months", busy=lambda: cur.execute("select 1"))
+    counts: dict[str, dict[date, int]] = {domain.name: {} for domain, _ in work}
     for built in sorted(done, key=lambda b: b["month"]):
         part = partition_name(table, built["month"])
         cur.execute(sql.SQL("alter table {} set schema {}").format(
@@ -1605,21 +1649,23 @@ def _build_months_at_once(cur, domain: Domain, months: dict[date, list[date]], r
                 sql.Identifier(ENTITY_SCHEMA, index),
                 sql.Identifier(index.replace(built["build"], part.split(".")[1], 1))))
         _attach_month(cur, table, part, built["month"])
-        cur.execute(
-            """
-            insert into metrics_ops.unified_slices (domain, metric_date, source_version, built_at, run_id, row_count)
-            select %(domain)s, d, v, now(), %(run_id)s, n
-            from unnest(%(dates)s::date[], %(versions)s::bigint[], %(counts)s::bigint[]) as t (d, v, n)
-            on conflict (domain, metric_date) do update set source_version = excluded.source_version,
-                built_at = excluded.built_at, run_id = excluded.run_id, row_count = excluded.row_count
-            """,
-            {"domain": domain.name, "run_id": run_id, "dates": list(built["versions"]),
-             "versions": list(built["versions"].values()),
-             "counts": [built["counts"].get(d, 0) for d in built["versions"]]},
-        )
-        counts.update(built["counts"])
+        for name, versions in built["versions"].items():
+            got = built["counts"].get(name, {})
+            cur.execute(
+                """
+                insert into metrics_ops.unified_slices (domain, metric_date, source_version, built_at, run_id,
+                    row_count)
+                select %(domain)s, d, v, now(), %(run_id)s, n
+                from unnest(%(dates)s::date[], %(versions)s::bigint[], %(counts)s::bigint[]) as t (d, v, n)
+                on conflict (domain, metric_date) do update set source_version = excluded.source_version,
+                    built_at = excluded.built_at, run_id = excluded.run_id, row_count = excluded.row_count
+                """,
+                {"domain": name, "run_id": run_id, "dates": list(versions), "versions": list(versions.values()),
+                 "counts": [got.get(d, 0) for d in versions]},
+            )
+            counts[name].update(got)
     log.info("%s: built %d month(s) of %s on %d connections and attached them in %.1fs", table, len(done),
-             domain.name, workers, time.monotonic() - started)
+             ", ".join(domain.name for domain, _ in work), workers, time.monotonic() - started)
     return counts
 
 

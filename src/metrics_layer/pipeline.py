@@ -1443,16 +1443,24 @@ def build_new_months(cur, work: list[tuple[Domain, list[date]]], run_id: str | N
     rebuilt of each domain it built, by name (the others are left to build_api in turn)."""
     table = f"{ENTITY_SCHEMA}.{API_TABLE}"
     existing = set(partitions(cur, table))
+
+    def all_new(dates: list[date]) -> bool:
+        return not any(partition_name(table, m) in existing for m in _by_month(dates))
+
+    # the rebuilt dates include the changed ones: a domain whose changed dates touch a month
+    # that exists (the daily run's) is left to build_api without reading its rebuilt dates here
+    candidates = [(domain, changed) for domain, changed in work
+                  if changed and not any(m.additive for m in domain.unified) and all_new(changed)]
+    if min(build_workers(), len({_month(d) for _, changed in candidates for d in changed})) < 2:
+        return {}
     eligible: list[tuple[Domain, list[date], dict[date, list[date]]]] = []
-    for domain, changed in work:
-        dates = api_dates(cur, domain, changed) if changed else []
-        months = _by_month(dates)
-        if (dates and not any(m.additive for m in domain.unified)
-                and not any(partition_name(table, m) in existing for m in months)):
+    for domain, changed in candidates:
+        dates = api_dates(cur, domain, changed)
+        if all_new(dates):
             # each month's changed dates (a new month has no row of a date to keep)
             new = set(changed)
-            eligible.append((domain, dates,
-                             {m: ds for m, chunk in months.items() if (ds := [d for d in chunk if d in new])}))
+            eligible.append((domain, dates, {m: ds for m, chunk in _by_month(dates).items()
+                                             if (ds := [d for d in chunk if d in new])}))
     workers = min(build_workers(), len({m for *_, by_month in eligible for m in by_month}))
     if workers < 2:
         return {}

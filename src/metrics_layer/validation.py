@@ -244,6 +244,12 @@ def quiet_gx_logging() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
+def validation_engine() -> str:
+    """The engine a suite runs on unless a caller names one [METRICS_VALIDATION_ENGINE: sql
+    (default: one PostgreSQL statement whenever the suite compiles) or gx]."""
+    return os.environ.get("METRICS_VALIDATION_ENGINE", "sql")
+
+
 def validate_day(domain: Domain, metric_date: date, run_id: str | None = None,
                  conn_id: str = "metrics_warehouse", schema: str = "metrics_staging",
                  engine: str | None = None, conn=None) -> ValidationSummary:
@@ -262,7 +268,7 @@ def validate_day(domain: Domain, metric_date: date, run_id: str | None = None,
         where += f" and stage_id = '{pipeline.stage_key(run_id)}'"
     relation = f"{schema}.{domain.table}"
     suite = load_suite_json(domain)
-    engine = engine or os.environ.get("METRICS_VALIDATION_ENGINE", "sql")
+    engine = engine or validation_engine()
     compiled = suite_sql.compile_suite(domain, suite, relation, where) if engine == "sql" else None
     if compiled is not None:
         with contextlib.nullcontext(conn) if conn is not None else pipeline.connect(conn_id) as c:
@@ -325,8 +331,7 @@ def validate_dates(domain: Domain, dates: list[date], run_id: str | None,
         # the dates of a range run shared out over the build connections (the SQL engine: one
         # statement a date; Great Expectations runs one date after another); a transient error
         # retries them all: recording replaces what an earlier try stored
-        sql_engine = os.environ.get("METRICS_VALIDATION_ENGINE", "sql") == "sql"
-        workers = min(pipeline.build_workers(), len(dates)) if sql_engine else 1
+        workers = min(pipeline.build_workers(), len(dates)) if validation_engine() == "sql" else 1
         return sorted(pipeline.share_out(conn, list(dates), workers, one, f"validate-{domain.name}"),
                       key=lambda s: s.metric_date)
 

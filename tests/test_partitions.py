@@ -133,7 +133,8 @@ def test_an_earlier_layer_is_migrated_with_every_value(schema):
         "where i.indrelid = any(array(select inhrelid from pg_inherits where inhparent = %s::regclass) "
         "|| %s::regclass)", (API, API)).fetchall()}
     covering = [d for d in indexes.values() if "(domain, metric_name, metric_date, entity_id)" in d]
-    assert len(covering) == 3 and all(d.endswith("INCLUDE (metric_value, importance_tier)") for d in covering)
+    assert len(covering) == 3 and all(d.startswith("CREATE UNIQUE INDEX metrics_api_")
+                                      and d.endswith("INCLUDE (metric_value, importance_tier)") for d in covering)
     assert not [n for n in indexes if n.startswith("metrics_api_metric_idx")]
     # 03-15 is stale again, and the next fan-in builds it from the domain table
     assert pipeline.stale_slices(schema) == {"product": [date(2026, 3, 15)]}
@@ -143,6 +144,45 @@ def test_an_earlier_layer_is_migrated_with_every_value(schema):
     # the reader function over the unified view still answers
     assert schema.execute("select entity.metric_value_as_of('product', 'daily_active_users', date '2026-03-01', "
                           "'all', now())").fetchone()[0] == 6
+
+
+def test_a_layer_with_the_date_first_primary_key_gets_the_unique_key_and_keeps_every_row(schema):
+    """Until the unique key metrics_api_key, metrics_api had a primary key on the same columns in
+    date-first order and a covering index on the key's columns: the migration builds the key on
+    the table and every partition, drops the two, adds the BRIN index on metric_date, and a
+    duplicate row is refused as before."""
+    _values(schema, {date(2026, 2, 28): 5, date(2026, 3, 1): 6, date(2026, 3, 31): 7})
+    dump = schema.execute(f"select t.*::text from {API} as t order by 1").fetchall()  # noqa: S608
+    schema.execute("drop index entity.metrics_api_key")
+    schema.execute("drop index entity.metrics_api_date_idx")
+    schema.execute(f"alter table {API} add primary key (metric_date, domain, entity_id, metric_name)")
+    schema.execute(f"create index metrics_api_metric_value_idx on {API} (domain, metric_name, metric_date, entity_id) "
+                   "include (metric_value, importance_tier)")
+    schema.execute("delete from metrics_ops.schema_version")  # as after an upgrade: the schema hash differs
+
+    assert pipeline.ensure_schema(schema)
+    assert schema.execute(f"select t.*::text from {API} as t order by 1").fetchall() == dump  # noqa: S608
+    # per table, its indexes' definitions without their names (a partition's are named by PostgreSQL)
+    indexes: dict[str, set[str]] = {}
+    for table, definition in schema.execute(
+            "select (select c.relname from pg_class as c where c.oid = i.indrelid), regexp_replace(pg_get_indexdef(i.indexrelid), "
+            "'INDEX \\S+ ON (ONLY )?\\S+ ', 'INDEX ON t ') from pg_index as i "
+            "where i.indrelid = any(array(select inhrelid from pg_inherits where inhparent = %s::regclass) "
+            "|| %s::regclass)", (API, API)).fetchall():
+        indexes.setdefault(table, set()).add(definition)
+    assert indexes == dict.fromkeys(["metrics_api", "metrics_api_y2026m02", "metrics_api_y2026m03"], {
+        "CREATE UNIQUE INDEX ON t USING btree (domain, metric_name, metric_date, entity_id) "
+        "INCLUDE (metric_value, importance_tier)",
+        "CREATE INDEX ON t USING btree (domain, entity_id, metric_date)",
+        "CREATE INDEX ON t USING brin (metric_date)"})
+    assert [r[0] for r in schema.execute(
+        "select c.relname from pg_index as i join pg_class as c on c.oid = i.indexrelid "
+        "where i.indrelid = %s::regclass order by 1", (API,)).fetchall()] == [
+        "metrics_api_date_idx", "metrics_api_entity_idx", "metrics_api_key"]
+    assert schema.execute("select count(*) from pg_constraint where conrelid = %s::regclass and contype = 'p'",
+                          (API,)).fetchone()[0] == 0
+    with pytest.raises(psycopg.errors.UniqueViolation), schema.transaction():
+        schema.execute(f"insert into {API} select * from {API} where metric_date = '2026-03-01'")  # noqa: S608
 
 
 def test_attaching_a_month_never_makes_a_reader_wait(schema, pg_server):
@@ -218,9 +258,15 @@ def test_months_built_at_once_are_attached_together_or_not_at_all(schema, monkey
     assert pipeline.stale_slices(schema) == {}
     assert schema.execute("select metric_date, row_count from metrics_ops.api_slices order by 1").fetchall() == [
         (date(2026, 1, 31), 1), (date(2026, 2, 1), 1), (date(2026, 2, 28), 1), (date(2026, 3, 31), 1)]
-    # each month has the parent's three indexes, built by its worker and adopted by ATTACH
+    # each month has the parent's three indexes, built by its worker and adopted by ATTACH, and
+    # autovacuum is on for it again once attached
     assert [r[0] for r in schema.execute(
         "select c.relname from pg_index as i join pg_class as c on c.oid = i.indexrelid "
         "join pg_inherits as h on h.inhrelid = i.indexrelid where i.indrelid = %s::regclass order by 1",
         (f"{API}_y2026m02",)).fetchall()] == [
-        "metrics_api_y2026m02_entity_idx", "metrics_api_y2026m02_metric_value_idx", "metrics_api_y2026m02_pkey"]
+        "metrics_api_y2026m02_date_idx", "metrics_api_y2026m02_entity_idx", "metrics_api_y2026m02_key"]
+    for month in ("02", "03"):
+        options = schema.execute("select reloptions from pg_class where oid = %s::regclass",
+                                 (f"{API}_y2026m{month}",)).fetchone()[0]
+        assert "autovacuum_vacuum_insert_scale_factor=0.02" in options
+        assert not [o for o in options if o.startswith("autovacuum_enabled")]

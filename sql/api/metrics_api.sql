@@ -9,7 +9,7 @@
 -- 100 days of history every date is in the statistics' most-common list, and a new one is
 -- estimated at one row): one day of 148,000 values took from 0.4 s to six minutes depending on
 -- autovacuum's timing. Period-to-date totals (additive metrics only) read, one entity and metric
--- at a time, the earlier dates from metrics_api (through metrics_api_metric_value_idx) and the
+-- at a time, the earlier dates from metrics_api (through its unique key metrics_api_key) and the
 -- dates being built from api_target (through its index on the same keys).
 -- api_table: metrics_api, or the month's partition when the caller writes a new month into it
 -- before it attaches it (pipeline.build_api).

@@ -55,25 +55,36 @@ create table if not exists entity.metrics_api (
     prior_qtd_total numeric,
     ytd_total numeric,
     prior_ytd_total numeric,
-    is_improving boolean,
-    primary key (metric_date, domain, entity_id, metric_name)
+    is_improving boolean
 ) partition by range (metric_date);
--- One metric over time (dashboards); entity_id last, so that a lookup of one value (all four key
--- columns equal) through this index is exact too: with (domain, metric_name, metric_date) alone
--- the planner, misjudging a day's rows, read every entity of the metric for each lookup (2.5 s
--- instead of 0.2 s for one day at SCALE=1). The value and the tier ride along (INCLUDE), so a
--- day's overview (the guide's queries 2 and 4: one day, one tier or domain, grouped by metric or
--- entity) is an index-only scan in the index's order: at SCALE=10 guide query 2 read 63,000
--- buffers of heap and index in ~100 ms, and ~400 buffers in ~20 ms through such an index.
--- Created before the narrower one it replaces is dropped: the drop's lock on the table is then
--- held only for the rest of the migration, not for the build.
-create index if not exists metrics_api_metric_value_idx
+-- The grain, as a unique index: (domain, metric_name, metric_date, entity_id), one metric over
+-- time (dashboards), entity_id last, so that a lookup of one value (all four key columns equal)
+-- is exact too: with (domain, metric_name, metric_date) alone the planner, misjudging a day's
+-- rows, read every entity of the metric for each lookup (2.5 s instead of 0.2 s for one day at
+-- SCALE=1). The value and the tier ride along (INCLUDE), so a day's overview (the guide's
+-- queries 2 and 4: one day, one tier or domain, grouped by metric or entity) is an index-only
+-- scan in the index's order: at SCALE=10 guide query 2 read 63,000 buffers of heap and index in
+-- ~100 ms, and ~400 buffers in ~20 ms through such an index. Earlier schemas had it beside a
+-- primary key on the same columns in date-first order, which no reader needed (a date's rows
+-- are found by this one, skipping over metric_name, or by the BRIN below) and which every write
+-- maintained: a range's new month writes its rows in this index's order (unified/api_months.sql),
+-- so that building it finds them sorted, and without the second key a 90-day backfill's fan-in
+-- took 102 s instead of 158 s at SCALE=10 (bench/, P3).
+-- A unique index rather than a PRIMARY KEY constraint: an upgrade builds it while readers keep
+-- reading (CREATE INDEX locks writers out, not readers), and then drops the old key.
+create unique index if not exists metrics_api_key
 on entity.metrics_api (domain, metric_name, metric_date, entity_id)
 include (metric_value, importance_tier);
+alter table entity.metrics_api drop constraint if exists metrics_api_pkey;
+drop index if exists entity.metrics_api_metric_value_idx;
 drop index if exists entity.metrics_api_metric_idx;
--- one entity's metrics on a date
+-- one entity's metrics on a date or over time
 create index if not exists metrics_api_entity_idx
 on entity.metrics_api (domain, entity_id, metric_date);
+-- a date's rows on a PostgreSQL without btree skip scan (before 18): rows are written date by
+-- date (a day's run) or month by month (a range), so a block range holds few dates
+create index if not exists metrics_api_date_idx
+on entity.metrics_api using brin (metric_date);
 
 -- The fan-in's bookkeeping of metrics_api: which (domain, metric_date) it has built.
 create table if not exists metrics_ops.api_slices (

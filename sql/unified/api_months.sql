@@ -19,31 +19,22 @@ insert into {{ api_schema }}.{{ api_table }} (
 
 with
 
-valued as (
-    -- each row with its five prior rows (each join's inner side limited to the dates it can
-    -- match, as in api/metrics_api.sql), unpivoted: one VALUES row per implemented metric
+wide as materialized (
+    -- each row of the dates with its five prior rows (each join's inner side limited to the
+    -- dates it can match, as in api/metrics_api.sql), in the order of the table's key within
+    -- one metric: (metric_date, entity_id)
     select
         t.metric_date,
-        '{{ d.name }}' as domain,
-        '{{ d.entity_type }}' as entity_type,
         t.{{ d.id_column }}::text as entity_id,
         {% if d.name_column %}t.{{ d.name_column }}{% else %}null{% endif %}::text as entity_name,
-        m.metric_name,
-        m.metric_value,
-        m.unit,
-        m.importance_tier,
-        c.direction,
-        m.value_1d_ago,
-        m.value_7d_ago,
-        m.value_1m_ago,
-        m.value_1y_ago,
-        m.value_364d_ago,
-        null::numeric as mtd_total,
-        null::numeric as prior_mtd_total,
-        null::numeric as qtd_total,
-        null::numeric as prior_qtd_total,
-        null::numeric as ytd_total,
-        null::numeric as prior_ytd_total
+        {% for m in d.unified %}
+            t.{{ m.name }}::numeric as {{ m.name }},
+            p1d.{{ m.name }}::numeric as {{ m.name }}__1d,
+            p7d.{{ m.name }}::numeric as {{ m.name }}__7d,
+            p1m.{{ m.name }}::numeric as {{ m.name }}__1m,
+            p1y.{{ m.name }}::numeric as {{ m.name }}__1y,
+            p364d.{{ m.name }}::numeric as {{ m.name }}__364d{% if not loop.last %},{% endif %}
+        {% endfor %}
     from entity.{{ d.table }} as t
     left join entity.{{ d.table }} as p1d
         on
@@ -75,22 +66,41 @@ valued as (
             t.metric_date - 364 = p364d.metric_date and t.{{ d.id_column }} = p364d.{{ d.id_column }}
             and p364d.metric_date between {{ param('first') }}::date - 364
             and {{ param('last') }}::date - 364
-    cross join lateral (
-        values
-        {% for m in d.unified %}
-            (
-                '{{ m.name }}', t.{{ m.name }}::numeric, '{{ m.tier }}', '{{ m.unit }}',
-                p1d.{{ m.name }}::numeric, p7d.{{ m.name }}::numeric, p1m.{{ m.name }}::numeric,
-                p1y.{{ m.name }}::numeric, p364d.{{ m.name }}::numeric
-            ){% if not loop.last %},{% endif %}
-        {% endfor %}
-    ) as m (
-        metric_name, metric_value, importance_tier, unit,
-        value_1d_ago, value_7d_ago, value_1m_ago, value_1y_ago, value_364d_ago
-    )
-    inner join entity.metrics_catalog as c
-        on c.domain = '{{ d.name }}' and m.metric_name = c.metric_name
-    where t.metric_date = any({{ param('dates') }}::date []) and m.metric_value is not null
+    where t.metric_date = any({{ param('dates') }}::date [])
+    order by t.metric_date, t.{{ d.id_column }}::text
+),
+
+valued as (
+    -- unpivoted one metric after the other, in the order of metric_name (`metric_order`, as the
+    -- database sorts them): the rows reach the table in the order of its key
+    {%- for name in metric_order %}
+        {%- set m = d.unified | selectattr('name', 'equalto', name) | first %}
+        select
+            w.metric_date,
+            '{{ d.name }}' as domain,
+            '{{ d.entity_type }}' as entity_type,
+            w.entity_id,
+            w.entity_name,
+            '{{ m.name }}' as metric_name,
+            w.{{ m.name }} as metric_value,
+            '{{ m.unit }}' as unit,
+            '{{ m.tier }}' as importance_tier,
+            '{{ m.direction }}' as direction,
+            w.{{ m.name }}__1d as value_1d_ago,
+            w.{{ m.name }}__7d as value_7d_ago,
+            w.{{ m.name }}__1m as value_1m_ago,
+            w.{{ m.name }}__1y as value_1y_ago,
+            w.{{ m.name }}__364d as value_364d_ago,
+            null::numeric as mtd_total,
+            null::numeric as prior_mtd_total,
+            null::numeric as qtd_total,
+            null::numeric as prior_qtd_total,
+            null::numeric as ytd_total,
+            null::numeric as prior_ytd_total
+        from wide as w
+        where w.{{ m.name }} is not null
+        {% if not loop.last %}union all{% endif %}
+    {%- endfor %}
 ),
 
 final as (

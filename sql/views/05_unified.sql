@@ -5,7 +5,7 @@
 -- stores each value once. Until version 0.2 it was a table of its own, and the fan-in wrote
 -- every value twice (at SCALE=10 half of a backfill's writes, and 1.5 s of a daily run's 8.6 s).
 -- Readers filter it as they would the table: the planner pushes their conditions into
--- metrics_api, its monthly partitions and metrics_api_metric_value_idx.
+-- metrics_api, its monthly partitions and its unique key metrics_api_key.
 create or replace view entity.metrics_unified_domains as
 select
     metric_date,

@@ -11,7 +11,8 @@
 -- a new month (the changed dates of other months have no rows in metrics_api yet) and the
 -- domain has no period totals; a date before the range has the same value in both (its slice
 -- is current, or it would be one of the changed dates). The caller turns merge joins off.
--- api_schema, api_table: the month's table; d: the domain (registry).
+-- api_schema, api_table: the month's table; d: the domain (registry); metrics: its unified metrics,
+-- in the order the database sorts their names.
 {% from "api/_columns.sql" import api_columns, api_column_names %}
 insert into {{ api_schema }}.{{ api_table }} (
     {{ api_column_names() }}
@@ -71,10 +72,9 @@ wide as materialized (
 ),
 
 valued as (
-    -- unpivoted one metric after the other, in the order of metric_name (`metric_order`, as the
-    -- database sorts them): the rows reach the table in the order of its key
-    {%- for name in metric_order %}
-        {%- set m = d.unified | selectattr('name', 'equalto', name) | first %}
+    -- unpivoted one metric after the other, in the order of metric_name (`metrics`: the
+    -- domain's, as the database sorts their names): the rows reach the table in its key's order
+    {%- for m in metrics %}
         select
             w.metric_date,
             '{{ d.name }}' as domain,

@@ -1610,10 +1610,11 @@ def _build_month(c, work: list[tuple[Domain, list[date]]], snapshot: str, month:
         by_name = {domain.name: (domain, dates) for domain, dates in work}
         for name in _sorted_by_database(cur, list(by_name)):
             domain, dates = by_name[name]
+            metric = {m.name: m for m in domain.unified}
+            metrics = [metric[n] for n in _sorted_by_database(cur, list(metric))]
             with merge_joins_off(cur):
                 cur.execute(sqlrender.render("unified/api_months.sql", d=domain, api_schema=STAGING_SCHEMA,
-                                             api_table=build,
-                                             metric_order=_sorted_by_database(cur, [m.name for m in domain.unified])),
+                                             api_table=build, metrics=metrics),
                             {"dates": dates, "first": dates[0], "last": dates[-1]})
             # the versions this snapshot read, recorded by the fan-in when it attaches the month
             cur.execute("select metric_date, coalesce(version, 0) from metrics_ops.publish_log "

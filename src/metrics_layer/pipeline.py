@@ -229,26 +229,27 @@ def partitions(cur, table: str) -> list[str]:
     return [r[0] for r in cur.fetchall()]
 
 
-def _new_month(cur, table: str, month: date, part: str | None = None) -> str:
+def _new_month(cur, table: str, month: date) -> str:
     """A month's partition of `table`, created but not attached yet, with a CHECK constraint of
     its bounds: filled first, it is attached afterwards, when ATTACH PARTITION builds its indexes
     in bulk (from the parent's definitions) and takes the CHECK as proof of the bounds instead of
     scanning the rows. Inside the caller's transaction; nobody else sees the table before the
-    commit. `part` names the table when it is not the partition's name (a month built on a
-    connection of its own, in metrics_staging until the fan-in attaches it)."""
-    building = part is not None
-    part = part or partition_name(table, month)
+    commit. (A month built on a connection of its own is created by _build_month.)"""
+    part = partition_name(table, month)
     schema, name = table.split(".")
     ident = sql.Identifier(*part.split("."))
-    # a month built elsewhere is left alone by autovacuum until it is attached: a worker starting
-    # on it after its commit held up the fan-in's move of it for a second (deadlock_timeout)
-    opts = PARTITION_OPTIONS + (", autovacuum_enabled = false" if building else "")
     cur.execute(sql.SQL("create table {part} (like {parent} including defaults) with ({opts})").format(
-        part=ident, parent=sql.Identifier(schema, name), opts=sql.SQL(opts)))
-    cur.execute(sql.SQL("alter table {part} add constraint {check} check (metric_date >= {lo} and metric_date < {hi})")
-                .format(part=ident, check=sql.Identifier(f"{partition_name(table, month).split('.')[1]}_month"), lo=sql.Literal(month),
-                        hi=sql.Literal(_next_month(month))))
+        part=ident, parent=sql.Identifier(schema, name), opts=sql.SQL(PARTITION_OPTIONS)))
+    cur.execute(sql.SQL("alter table {part} add {check}").format(part=ident, check=_month_check(table, month)))
     return part
+
+
+def _month_check(table: str, month: date) -> sql.Composable:
+    """The CHECK constraint of a month's bounds, named after its partition, which ATTACH
+    PARTITION takes as proof of the bounds instead of scanning the rows."""
+    return sql.SQL("constraint {check} check (metric_date >= {lo} and metric_date < {hi})").format(
+        check=sql.Identifier(f"{partition_name(table, month).split('.')[1]}_month"), lo=sql.Literal(month),
+        hi=sql.Literal(_next_month(month)))
 
 
 def _attach_month(cur, table: str, part: str, month: date) -> None:
@@ -1600,22 +1601,48 @@ def _build_month(c, work: list[tuple[Domain, list[date]]], snapshot: str, month:
     c.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
     counts: dict[str, dict[date, int]] = {}
     versions: dict[str, dict[date, int]] = {}
+    part = f"{STAGING_SCHEMA}.{build}"
+    ident = sql.Identifier(*part.split("."))
     with c.transaction(), c.cursor() as cur:
         cur.execute(sql.SQL("set transaction snapshot {}").format(sql.Literal(snapshot)))
-        part = _new_month(cur, table, month, f"{STAGING_SCHEMA}.{build}")
-        # the rows written in the order of the table's unique key (domain, metric_name,
-        # metric_date, entity_id), as the database sorts its text: building the index then
-        # finds them sorted (at SCALE=10 October's key took 38.6 s to build from rows written
-        # in date order)
+        # the rows in the order of the table's unique key (domain, metric_name, metric_date,
+        # entity_id), as the database sorts its text: each domain's query (unified/api_months.sql)
+        # gives its rows in that order, the domains in name order, all written by one CREATE
+        # TABLE ... AS, which appends every row after the one before. Building the key then
+        # finds its rows sorted: 3 s for a month at SCALE=10, against 38.6 s from rows written in
+        # date order and 12 s from rows an INSERT put on earlier pages now and then (bench/, P3).
         by_name = {domain.name: (domain, dates) for domain, dates in work}
-        for name in _sorted_by_database(cur, list(by_name)):
+        queries, params = [], {}
+        for i, name in enumerate(_sorted_by_database(cur, list(by_name))):
             domain, dates = by_name[name]
             metric = {m.name: m for m in domain.unified}
             metrics = [metric[n] for n in _sorted_by_database(cur, list(metric))]
-            with merge_joins_off(cur):
-                cur.execute(sqlrender.render("unified/api_months.sql", d=domain, api_schema=STAGING_SCHEMA,
-                                             api_table=build, metrics=metrics),
-                            {"dates": dates, "first": dates[0], "last": dates[-1]})
+            query = sqlrender.render("unified/api_months.sql", d=domain, metrics=metrics)
+            for key, value in (("dates", dates), ("first", dates[0]), ("last", dates[-1])):
+                query = query.replace(f"%({key})s", f"%(d{i}_{key})s")
+                params[f"d{i}_{key}"] = value
+            queries.append(sql.SQL("(") + sql.SQL(query) + sql.SQL(")"))
+        # each column cast to the parent's type, and NOT NULL where the parent has it, as
+        # ATTACH PARTITION requires
+        cur.execute("select attname, format_type(atttypid, atttypmod), attnotnull from pg_attribute "
+                    "where attrelid = %s::regclass and attnum > 0 and not attisdropped order by attnum", (table,))
+        columns = cur.fetchall()
+        # left alone by autovacuum until attached: a worker starting on it after this commit held
+        # up the fan-in's move of it for a second (deadlock_timeout)
+        opts = PARTITION_OPTIONS + ", autovacuum_enabled = false"
+        with merge_joins_off(cur):
+            # one process: a parallel plan's Append could interleave the domains' rows
+            cur.execute("set local max_parallel_workers_per_gather = 0")
+            cur.execute(sql.SQL("create table {part} with ({opts}) as select {cols} from ({queries}) as q").format(
+                part=ident, opts=sql.SQL(opts),
+                cols=sql.SQL(", ").join(sql.SQL("q.{c}::" + kind + " as {c}").format(c=sql.Identifier(name))
+                                        for name, kind, _ in columns),
+                queries=sql.SQL(" union all ").join(queries)), params)
+        # one scan validates them all; ATTACH PARTITION then takes the CHECK as proof of the bounds
+        cur.execute(sql.SQL("alter table {part} {changes}").format(part=ident, changes=sql.SQL(", ").join(
+            [sql.SQL("alter column {} set not null").format(sql.Identifier(name))
+             for name, _, notnull in columns if notnull] + [sql.SQL("add ") + _month_check(table, month)])))
+        for domain, dates in work:
             # the versions this snapshot read, recorded by the fan-in when it attaches the month
             cur.execute("select metric_date, coalesce(version, 0) from metrics_ops.publish_log "
                         "where target = %s and metric_date = any(%s)", (domain.table, dates))
@@ -1625,6 +1652,11 @@ def _build_month(c, work: list[tuple[Domain, list[date]]], snapshot: str, month:
         for name, d, n in cur.fetchall():
             counts.setdefault(name, {})[d] = n
         for statement in _index_statements(cur, table, part, build):
+            # the unique key's rows come sorted, which one sort in memory takes in a pass, where a
+            # parallel build splits them into runs and merges them (October at SCALE=10: 2.7-3.5 s
+            # against 4.1-4.8 s); the other indexes' sorts gain from the workers (bench/, P3)
+            unique = statement.as_string(cur).startswith("create unique index")
+            cur.execute(f"set local max_parallel_maintenance_workers = {0 if unique else 'default'}")
             cur.execute(statement)
         cur.execute(sql.SQL("analyze {}").format(sql.Identifier(*part.split("."))))
     return {"month": month, "build": build, "counts": counts, "versions": versions}

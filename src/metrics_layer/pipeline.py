@@ -1559,27 +1559,29 @@ def _sweep_month_builds(cur) -> None:
         log.warning("%s.%s: dropped, a month a failed fan-in built and never attached", STAGING_SCHEMA, name)
 
 
-def _index_statements(cur, table: str, part: str, prefix: str) -> list[sql.Composable]:
+def _index_statements(cur, table: str, part: str, prefix: str) -> list[tuple[sql.Composable, bool]]:
     """The statements that give `part` the indexes and constraints of the partitioned `table`'s
     indexes, which ATTACH PARTITION then adopts instead of building them; each named as the
-    parent's with `prefix` in place of the parent's name (metrics_api_key -> <prefix>_key)."""
-    cur.execute("select c.relname, pg_get_indexdef(i.indexrelid), pg_get_constraintdef(k.oid) from pg_index as i "
+    parent's with `prefix` in place of the parent's name (metrics_api_key -> <prefix>_key), each
+    with whether the index is unique."""
+    cur.execute("select c.relname, pg_get_indexdef(i.indexrelid), pg_get_constraintdef(k.oid), i.indisunique "
+                "from pg_index as i "
                 "join pg_class as c on c.oid = i.indexrelid "
                 "left join pg_constraint as k on k.conindid = i.indexrelid and k.conrelid = i.indrelid "
                 "where i.indrelid = %s::regclass order by c.relname", (table,))
-    out: list[sql.Composable] = []
+    out: list[tuple[sql.Composable, bool]] = []
     parent = table.split(".")[1]
     ident = sql.Identifier(*part.split("."))
-    for index, indexdef, constraint in cur.fetchall():
+    for index, indexdef, constraint, unique in cur.fetchall():
         name = sql.Identifier(prefix + index.removeprefix(parent))
         if constraint:
-            out.append(sql.SQL("alter table {} add constraint {} " + constraint).format(ident, name))
+            out.append((sql.SQL("alter table {} add constraint {} " + constraint).format(ident, name), unique))
         else:
             m = re.match(r"CREATE (UNIQUE )?INDEX \S+ ON ONLY \S+ (USING .*)$", indexdef)
             if not m:
                 raise BuildError(f"{table}: cannot copy the index definition {indexdef!r}")
-            out.append(sql.SQL("create " + (m.group(1) or "").lower() + "index {} on {} " + m.group(2))
-                       .format(name, ident))
+            out.append((sql.SQL("create " + (m.group(1) or "").lower() + "index {} on {} " + m.group(2))
+                        .format(name, ident), unique))
     return out
 
 
@@ -1647,18 +1649,16 @@ def _build_month(c, work: list[tuple[Domain, list[date]]], snapshot: str, month:
             cur.execute("select metric_date, coalesce(version, 0) from metrics_ops.publish_log "
                         "where target = %s and metric_date = any(%s)", (domain.table, dates))
             versions[domain.name] = dict(cur.fetchall())
-        cur.execute(sql.SQL("select domain, metric_date, count(*) from {} group by 1, 2").format(
-            sql.Identifier(*part.split("."))))
+        cur.execute(sql.SQL("select domain, metric_date, count(*) from {} group by 1, 2").format(ident))
         for name, d, n in cur.fetchall():
             counts.setdefault(name, {})[d] = n
-        for statement in _index_statements(cur, table, part, build):
+        for statement, unique in _index_statements(cur, table, part, build):
             # the unique key's rows come sorted, which one sort in memory takes in a pass, where a
             # parallel build splits them into runs and merges them (October at SCALE=10: 2.7-3.5 s
             # against 4.1-4.8 s); the other indexes' sorts gain from the workers (bench/, P3)
-            unique = statement.as_string(cur).startswith("create unique index")
             cur.execute(f"set local max_parallel_maintenance_workers = {0 if unique else 'default'}")
             cur.execute(statement)
-        cur.execute(sql.SQL("analyze {}").format(sql.Identifier(*part.split("."))))
+        cur.execute(sql.SQL("analyze {}").format(ident))
     return {"month": month, "build": build, "counts": counts, "versions": versions}
 
 
